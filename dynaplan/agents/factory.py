@@ -1,0 +1,80 @@
+"""Building the MPC agent a :class:`TrainConfig` describes, fresh or from a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+
+from dynaplan import tasks
+from dynaplan.agents.mpc import MPCAgent
+from dynaplan.config import TrainConfig
+from dynaplan.envs import make_env
+from dynaplan.errors import ConfigError
+from dynaplan.models import DynamicsModel
+from dynaplan.planners import make_planner
+from dynaplan.rundir import RunDir
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for a missing device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available; use cpu or auto")
+    return device
+
+
+def build_model(config: TrainConfig, obs_dim: int, act_dim: int) -> DynamicsModel:
+    """The (untrained) dynamics model that ``config.model`` names."""
+    m = config.dynamics
+    return DynamicsModel(
+        obs_dim,
+        act_dim,
+        ensemble_size=1 if config.model == "mlp" else m.ensemble_size,
+        hidden_size=m.hidden_size,
+        num_layers=m.num_layers,
+        activation=m.activation,
+        probabilistic=config.model == "pets",
+        num_elites=None if config.model == "mlp" else m.num_elites,
+    )
+
+
+def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> MPCAgent:
+    """An MPC agent with a fresh model, the task of ``config.env`` and the configured planner."""
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    model = build_model(config, obs_dim, act_dim).to(device)
+    planner = make_planner(
+        config.planner,
+        env.action_space.low,
+        env.action_space.high,
+        config.horizon,
+        config.seed,
+        device,
+        **config.search.options(config.planner),
+    )
+    return MPCAgent(
+        model,
+        tasks.get(config.env, env),
+        planner,
+        gamma=config.search.gamma,
+        particles=config.search.particles,
+        propagation=config.search.propagation,
+        replan_every=config.search.replan_every,
+    )
+
+
+def load_mpc_agent(run_dir: str | Path, device: str = "auto") -> tuple[MPCAgent, TrainConfig]:
+    """The MPC agent of a run folder, with the model of its latest checkpoint."""
+    run = RunDir.open(run_dir)
+    config = TrainConfig.load(run.config)
+    env = make_env(config.env, **config.env_kwargs)
+    agent = build_mpc_agent(config, env, resolve_device(device))
+    agent.model.load_state_dict(run.load_checkpoint(agent.planner.device)["model"])
+    env.close()
+    return agent, config

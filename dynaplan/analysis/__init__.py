@@ -1,0 +1,1 @@
+"""Model-error analysis, learning curves and figures."""

@@ -1,0 +1,32 @@
+"""Learning-curve figures from ``metrics.csv`` rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def plot_learning_curve(rows: list[dict[str, float]], path: str | Path, title: str) -> None:
+    """Evaluation return (mean ± std) against env steps, saved as PNG."""
+    steps = np.array([r["env_steps"] for r in rows])
+    mean = np.array([r["eval_return_mean"] for r in rows])
+    std = np.array([r["eval_return_std"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, mean, marker="o", label="evaluation return")
+    ax.fill_between(steps, mean - std, mean + std, alpha=0.25)
+    train = np.array([r["train_return"] for r in rows])
+    if np.isfinite(train).any():
+        ax.plot(steps, train, linestyle="--", alpha=0.7, label="training episodes")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,155 @@
+"""The command line: ``dynaplan {train,evaluate,demo,...}``; the only place that parses args.
+
+Every subcommand is a thin layer over the Python API. Errors the user can fix are
+printed as one line, with exit code 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from dynaplan.config import TrainConfig, load_preset
+from dynaplan.errors import DynaplanError
+
+
+@dataclass
+class TrainCommand:
+    """Train an agent by model-based RL with MPC (Algorithm 1), or resume a killed run."""
+
+    config: Annotated[TrainConfig, tyro.conf.arg(name="")]
+    out: Path | None = None
+    """Run folder to create (must not hold a run); default runs/<env>-<planner>-<time>."""
+    preset: str | None = None
+    """Start from a tuned preset (e.g. pendulum, hopper); flags given here override it."""
+    resume: Path | None = None
+    """Continue the run in this folder from its last checkpoint; other flags are ignored."""
+
+
+@dataclass
+class EvaluateCommand:
+    """Evaluate the MPC agent of a saved run on fresh episodes."""
+
+    run_dir: tyro.conf.Positional[Path]
+    episodes: int = 5
+    """Episodes to run."""
+    seed: int = 12345
+    """Seed of the first episode."""
+
+
+@dataclass
+class DemoCommand:
+    """MBRL with the gradient planner on InvertedPendulum-v5, a few minutes on a CPU."""
+
+    out: Path | None = None
+    """Run folder; default runs/demo-<time>."""
+    seed: int = 0
+
+
+def _default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _train(args: list[str]) -> None:
+    from dynaplan import loop
+
+    preset = _value_of("--preset", args)
+    default = TrainCommand(load_preset(preset) if preset else TrainConfig())
+    command = tyro.cli(TrainCommand, args=args, default=default, prog="dynaplan train")
+    if command.resume is not None:
+        result = loop.resume(command.resume)
+    else:
+        config = command.config
+        out = command.out or _default_out(f"{config.env}-{config.planner}")
+        result = loop.train(config, out)
+    last = result.metrics[-1] if result.metrics else None
+    if last is not None:
+        print(
+            f"done: {int(last['env_steps'])} env steps, evaluation return "
+            f"{last['eval_return_mean']:.1f} ± {last['eval_return_std']:.1f}; "
+            f"run folder {result.run_dir}"
+        )
+
+
+def _evaluate(args: list[str]) -> None:
+    from dynaplan.agents.factory import load_mpc_agent
+    from dynaplan.envs import make_env
+    from dynaplan.evaluation import evaluate
+
+    command = tyro.cli(EvaluateCommand, args=args, prog="dynaplan evaluate")
+    agent, config = load_mpc_agent(command.run_dir)
+    env = make_env(config.env, **config.env_kwargs)
+    result = evaluate(agent, env, command.episodes, command.seed)
+    print(
+        f"{config.env}: return {result.mean:.1f} ± {result.std:.1f} "
+        f"over {command.episodes} episodes"
+    )
+    print("returns:", " ".join(f"{r:.1f}" for r in result.returns))
+
+
+def _demo(args: list[str]) -> None:
+    from dynaplan import loop
+
+    command = tyro.cli(DemoCommand, args=args, prog="dynaplan demo")
+    config = load_preset("pendulum")
+    config.seed = command.seed
+    config.stop_at_return = 1000.0
+    out = command.out or _default_out("demo")
+    print(f"dynaplan demo: {config.env}, gradient MPC, run folder {out}")
+    result = loop.train(config, out)
+    steps = result.steps_to_reach(1000.0)
+    if steps is None:
+        print(f"return 1000 not reached within {config.total_steps} env steps; see {out}")
+    else:
+        print(f"solved: evaluation return 1000 reached after {steps} env steps")
+    print(f"learning curve: {result.run_dir / 'learning_curve.png'}")
+
+
+def _value_of(flag: str, args: list[str]) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
+    "train": (_train, TrainCommand.__doc__ or ""),
+    "evaluate": (_evaluate, EvaluateCommand.__doc__ or ""),
+    "demo": (_demo, DemoCommand.__doc__ or ""),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: dynaplan COMMAND [OPTIONS]   (dynaplan COMMAND --help for options)\n")
+        for name, (_, doc) in COMMANDS.items():
+            print(f"  {name:<12} {doc.strip().splitlines()[0]}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(
+            f"error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        COMMANDS[argv[0]][0](argv[1:])
+    except DynaplanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with: dynaplan train --resume RUN_DIR", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

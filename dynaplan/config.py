@@ -1,0 +1,203 @@
+"""Typed experiment configuration; every run writes it as ``config.json``.
+
+Library classes take plain arguments; only the loop and the command line read these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from dynaplan.errors import ConfigError
+from dynaplan.types import Propagation
+
+MODEL_KINDS = ("mlp", "ensemble", "pets")
+PLANNER_NAMES = ("shooting", "cem", "mppi", "grad", "cem-grad")
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass
+class ModelConfig:
+    """Dynamics model and its training."""
+
+    ensemble_size: int = 5
+    """Members for 'ensemble' and 'pets' (an 'mlp' always has one)."""
+    num_elites: int | None = None
+    """Members used for planning after training; None keeps all."""
+    hidden_size: int = 200
+    """Width of each hidden layer."""
+    num_layers: int = 3
+    """Number of hidden layers."""
+    activation: str = "silu"
+    """silu, relu, tanh or elu."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 1e-5
+    """AdamW weight decay."""
+    batch_size: int = 256
+    """Minibatch size (rows per member)."""
+    max_epochs: int = 50
+    """Epoch cap per training round."""
+    max_updates: int | None = None
+    """Optional cap on gradient steps per training round."""
+    patience: int = 5
+    """Epochs without validation improvement before stopping."""
+    val_fraction: float = 0.1
+    """Share of episodes held out for validation and early stopping."""
+    from_scratch: bool = False
+    """Re-initialise the model before every training round instead of continuing."""
+
+
+@dataclass
+class PlannerConfig:
+    """Planner knobs; None means the planner's own default."""
+
+    gamma: float = 1.0
+    """Discount of predicted rewards."""
+    particles: int = 1
+    """Model rollouts per candidate sequence (PETS uses 20 with 'tsinf')."""
+    propagation: Propagation = Propagation.EXPECTATION
+    """expectation, ts1 or tsinf."""
+    replan_every: int = 1
+    """Execute this many planned actions before planning again."""
+    num_candidates: int | None = None
+    """grad: parallel candidate sequences."""
+    iterations: int | None = None
+    """grad: Adam steps; cem, mppi, cem-grad: refits per plan."""
+    lr: float | None = None
+    """grad, cem-grad: Adam step size in normalised action units."""
+    num_samples: int | None = None
+    """shooting, mppi: sampled sequences."""
+    population: int | None = None
+    """cem, cem-grad: samples per iteration."""
+    num_elites: int | None = None
+    """cem, cem-grad: elites per iteration."""
+    alpha: float | None = None
+    """cem, cem-grad: smoothing of the sampling distribution."""
+    init_std: float | None = None
+    """cem, cem-grad: initial std in normalised units."""
+    noise_std: float | None = None
+    """mppi: sampling noise in normalised units."""
+    temperature: float | None = None
+    """mppi: temperature in units of return."""
+    grad_steps: int | None = None
+    """cem-grad: Adam steps on the elites per iteration."""
+
+    _OPTIONS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "shooting": ("num_samples",),
+        "cem": ("population", "num_elites", "iterations", "alpha", "init_std"),
+        "mppi": ("num_samples", "iterations", "noise_std", "temperature"),
+        "grad": ("num_candidates", "iterations", "lr"),
+        "cem-grad": (
+            "population",
+            "num_elites",
+            "iterations",
+            "alpha",
+            "init_std",
+            "grad_steps",
+            "lr",
+        ),
+    }
+
+    def options(self, planner: str) -> dict[str, Any]:
+        """The keyword options that apply to ``planner`` and are set."""
+        names = self._OPTIONS[planner]
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+@dataclass
+class TrainConfig:
+    """One model-based RL run (Algorithm 1): random data, then train model / act by MPC."""
+
+    env: str = "InvertedPendulum-v5"
+    """Gymnasium env id with a registered task."""
+    planner: str = "grad"
+    """shooting, cem, mppi, grad or cem-grad."""
+    model: str = "mlp"
+    """mlp (one network), ensemble (deterministic) or pets (probabilistic ensemble)."""
+    horizon: int = 10
+    """Planning horizon H."""
+    total_steps: int = 5000
+    """Training env steps in all, random seed data included."""
+    seed: int = 0
+    """Seeds the env, torch, numpy and the planner."""
+    device: str = "auto"
+    """auto, cpu or cuda (cuda:N)."""
+    random_steps: int = 1000
+    """Env steps of uniform random actions before the first model."""
+    steps_per_iteration: int = 1000
+    """MPC env steps collected between model trainings."""
+    eval_episodes: int = 3
+    """Noise-free MPC episodes on a separate env after each iteration."""
+    exploration_noise: float = 0.0
+    """Gaussian noise on training actions, in units of half the action range."""
+    stop_at_return: float | None = None
+    """Stop once the mean evaluation return reaches this."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for gym.make (e.g. include_cfrc_ext_in_observation)."""
+    dynamics: ModelConfig = field(default_factory=ModelConfig)
+    search: PlannerConfig = field(default_factory=PlannerConfig)
+    progress: bool = True
+    """Show a progress bar."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files (needs the tensorboard extra)."""
+
+    def validate(self) -> TrainConfig:
+        """Raise ConfigError on the first bad value; returns self."""
+        if self.planner not in PLANNER_NAMES:
+            raise ConfigError(f"unknown planner {self.planner!r}; choose one of {PLANNER_NAMES}")
+        if self.model not in MODEL_KINDS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {MODEL_KINDS}")
+        for name in ("horizon", "total_steps", "steps_per_iteration", "eval_episodes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.random_steps < 0 or self.random_steps >= self.total_steps:
+            raise ConfigError(
+                f"random_steps ({self.random_steps}) must be in [0, total_steps "
+                f"({self.total_steps}))"
+            )
+        if self.search.particles <= 0 or self.search.replan_every <= 0:
+            raise ConfigError("particles and replan_every must be positive")
+        if not 0 < self.search.gamma <= 1:
+            raise ConfigError(f"gamma must be in (0, 1], got {self.search.gamma}")
+        if self.search.replan_every > self.horizon:
+            raise ConfigError("replan_every cannot exceed the horizon")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a (possibly partial) dict; unknown keys are an error."""
+        data = dict(data)
+        try:
+            dynamics = ModelConfig(**data.pop("dynamics", {}))
+            search = dict(data.pop("search", {}))
+            if "propagation" in search:
+                search["propagation"] = Propagation(search["propagation"])
+            return cls(**data, dynamics=dynamics, search=PlannerConfig(**search))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"bad configuration: {exc}") from exc
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def presets() -> list[str]:
+    """Names of the presets shipped in ``dynaplan/presets``."""
+    return sorted(path.stem for path in PRESET_DIR.glob("*.json"))
+
+
+def load_preset(name: str) -> TrainConfig:
+    """The preset ``name`` as a full config (unset fields keep their defaults)."""
+    if name not in presets():
+        raise ConfigError(f"unknown preset {name!r}; choose one of {presets()}")
+    return TrainConfig.load(PRESET_DIR / f"{name}.json")

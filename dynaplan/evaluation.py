@@ -1,0 +1,42 @@
+"""Evaluating any agent on separate episodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from dynaplan.types import Agent
+
+
+@dataclass
+class EvalResult:
+    returns: list[float]
+    lengths: list[int]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns))
+
+
+def evaluate(agent: Agent, env: gym.Env, episodes: int, seed: int) -> EvalResult:
+    """Run ``episodes`` episodes with seeds ``seed, seed + 1, ...``; no exploration noise."""
+    returns, lengths = [], []
+    low, high = env.action_space.low, env.action_space.high
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + k)
+        agent.reset()
+        total, length, done = 0.0, 0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(np.clip(agent.act(obs), low, high))
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(length)
+    return EvalResult(returns, lengths)

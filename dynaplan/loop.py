@@ -1,0 +1,260 @@
+"""Algorithm 1 of the source paper: learn a model from the agent's own data, act by MPC.
+
+    D <- random-action transitions
+    for each iteration:
+        train the model on D
+        collect transitions with MPC (optionally noisy), add them to D
+        evaluate MPC without noise on separate episodes
+
+Every transition is journaled as it is collected and a checkpoint is written after
+each training round and each iteration, so ``resume`` after a kill loses nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dynaplan.agents.factory import build_model, build_mpc_agent, resolve_device
+from dynaplan.analysis.curves import plot_learning_curve
+from dynaplan.buffer import ReplayBuffer
+from dynaplan.config import TrainConfig
+from dynaplan.envs import make_env
+from dynaplan.errors import ConfigError
+from dynaplan.evaluation import evaluate
+from dynaplan.models import FitResult, ModelTrainer
+from dynaplan.rundir import RunDir
+
+EVAL_SEED_OFFSET = 1_000_000
+"""Evaluation episodes use seeds far from the training episodes'."""
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run leaves behind."""
+
+    run_dir: Path
+    metrics: list[dict[str, float]]
+
+    def steps_to_reach(self, threshold: float) -> int | None:
+        """Env steps at the first evaluation whose mean return reaches ``threshold``."""
+        for row in self.metrics:
+            if row["eval_return_mean"] >= threshold:
+                return int(row["env_steps"])
+        return None
+
+
+def train(config: TrainConfig, run_dir: str | Path) -> RunResult:
+    """Start a new run in ``run_dir`` (which must not hold a run yet)."""
+    config.validate()
+    run = RunDir.create(run_dir)
+    config.save(run.config)
+    return _run(config, run, checkpoint=None)
+
+
+def resume(run_dir: str | Path) -> RunResult:
+    """Continue a run from its last checkpoint and journal."""
+    run = RunDir.open(run_dir)
+    config = TrainConfig.load(run.config).validate()
+    return _run(config, run, checkpoint=run.load_checkpoint())
+
+
+class _Collector:
+    """Steps one env, writing every transition to the buffer as it happens."""
+
+    def __init__(self, env: gym.Env, buffer: ReplayBuffer, rng: np.random.Generator) -> None:
+        self.env, self.buffer, self.rng = env, buffer, rng
+        self.episode = int(buffer.episode.max()) + 1 if len(buffer) else 0
+        self.obs: np.ndarray | None = None
+        self.episode_return = 0.0
+        self.finished_returns: list[float] = []
+
+    def run(
+        self,
+        policy: Callable[[np.ndarray], np.ndarray],
+        until: int,
+        on_episode_start: Callable[[], None],
+        end_episode_at_target: bool = False,
+        on_step: Callable[[], None] = lambda: None,
+    ) -> None:
+        low, high = self.env.action_space.low, self.env.action_space.high
+        while len(self.buffer) < until:
+            if self.obs is None:
+                self.obs, _ = self.env.reset(seed=int(self.rng.integers(2**31)))
+                self.episode_return = 0.0
+                on_episode_start()
+            action = np.clip(policy(self.obs), low, high).astype(np.float32)
+            next_obs, reward, terminated, truncated, _ = self.env.step(action)
+            cut = end_episode_at_target and len(self.buffer) + 1 == until
+            self.buffer.add(
+                self.obs, action, reward, next_obs, terminated, truncated or cut, self.episode
+            )
+            self.episode_return += float(reward)
+            self.obs = next_obs
+            on_step()
+            if terminated or truncated or cut:
+                self.finished_returns.append(self.episode_return)
+                self.obs = None
+                self.episode += 1
+
+
+def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult:
+    device = resolve_device(config.device)
+    env = make_env(config.env, **config.env_kwargs)
+    eval_env = make_env(config.env, **config.env_kwargs)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    low, high = env.action_space.low, env.action_space.high
+    half_range = (high - low) / 2
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    agent = build_mpc_agent(config, env, device)
+    model, planner = agent.model, agent.planner
+    trainer = ModelTrainer(model, config.dynamics.lr, config.dynamics.weight_decay)
+    first_iteration, trained, fit = 1, False, FitResult(math.nan, math.nan, 0)
+    wall_offset = 0.0
+    if run.journal.exists():
+        buffer = ReplayBuffer.from_journal(run.journal, obs_dim, act_dim)
+        buffer.mark_last_truncated()
+    else:
+        buffer = ReplayBuffer(obs_dim, act_dim)
+        buffer.attach_journal(run.journal)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        trainer.load_state_dict(checkpoint["trainer"])
+        planner.load_state_dict(checkpoint["planner"])
+        rng.bit_generator.state = checkpoint["numpy_rng"]
+        torch.set_rng_state(checkpoint["torch_rng"])
+        first_iteration, trained = checkpoint["iteration"], checkpoint["trained"]
+        fit = FitResult(*checkpoint["fit"])
+        wall_offset = checkpoint["wall_s"]
+        run.keep_metrics_up_to(first_iteration - 1)
+    metrics = run.read_metrics()
+    collector = _Collector(env, buffer, rng)
+    writer = _tensorboard_writer(run) if config.tensorboard else None
+    started = time.perf_counter()
+
+    def save(next_iteration: int, model_trained: bool) -> None:
+        run.save_checkpoint(
+            {
+                "model": model.state_dict(),
+                "trainer": trainer.state_dict(),
+                "planner": planner.state_dict(),
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "iteration": next_iteration,
+                "trained": model_trained,
+                "fit": [fit.train_loss, fit.val_loss, fit.epochs],
+                "wall_s": wall_offset + time.perf_counter() - started,
+                "env_steps": len(buffer),
+            }
+        )
+
+    if checkpoint is None:
+        save(first_iteration, model_trained=False)
+    bar = tqdm(
+        total=config.total_steps,
+        initial=len(buffer),
+        desc=config.env,
+        unit="step",
+        disable=not config.progress,
+    )
+    show = lambda: bar.update(1)  # noqa: E731
+    if len(buffer) < config.random_steps:
+        collector.run(
+            lambda _: rng.uniform(low, high),
+            config.random_steps,
+            lambda: None,
+            end_episode_at_target=True,
+            on_step=show,
+        )
+    num_iterations = math.ceil(
+        (config.total_steps - config.random_steps) / config.steps_per_iteration
+    )
+    for iteration in range(first_iteration, num_iterations + 1):
+        if not trained:
+            if config.dynamics.from_scratch:
+                model.load_state_dict(build_model(config, obs_dim, act_dim).to(device).state_dict())
+            fit = trainer.fit(
+                buffer,
+                rng,
+                config.dynamics.max_epochs,
+                config.dynamics.batch_size,
+                config.dynamics.val_fraction,
+                config.dynamics.patience,
+                config.dynamics.max_updates,
+                progress=config.progress,
+            )
+            save(iteration, model_trained=True)
+        trained = False
+        target = min(
+            config.random_steps + iteration * config.steps_per_iteration, config.total_steps
+        )
+        steps_before, seconds_before = len(buffer), agent.plan_seconds
+        finished_before = len(collector.finished_returns)
+
+        def noisy_mpc(obs: np.ndarray) -> np.ndarray:
+            action = agent.act(obs)
+            if config.exploration_noise > 0:
+                action = action + config.exploration_noise * half_range * rng.normal(size=act_dim)
+            return action
+
+        collector.run(noisy_mpc, target, agent.reset, on_step=show)
+        collected = max(len(buffer) - steps_before, 1)
+        plan_ms = 1000 * (agent.plan_seconds - seconds_before) / collected
+        finished = collector.finished_returns[finished_before:]
+        result = evaluate(agent, eval_env, config.eval_episodes, EVAL_SEED_OFFSET + 100 * iteration)
+        agent.reset()
+        row = {
+            "iteration": iteration,
+            "env_steps": len(buffer),
+            "eval_return_mean": result.mean,
+            "eval_return_std": result.std,
+            "eval_length_mean": float(np.mean(result.lengths)),
+            "train_return": float(np.mean(finished)) if finished else math.nan,
+            "episodes": collector.episode,
+            "model_train_loss": fit.train_loss,
+            "model_val_loss": fit.val_loss,
+            "plan_ms_per_step": plan_ms,
+            "wall_s": wall_offset + time.perf_counter() - started,
+        }
+        metrics.append(row)
+        run.append_metrics(row)
+        save(iteration + 1, model_trained=False)
+        if writer is not None:
+            for key, value in row.items():
+                writer.add_scalar(key, value, global_step=len(buffer))
+        bar.set_postfix(
+            eval=f"{result.mean:.1f}",
+            train=f"{row['train_return']:.1f}",
+            loss=f"{fit.val_loss:.4f}",
+        )
+        if config.stop_at_return is not None and result.mean >= config.stop_at_return:
+            break
+    bar.close()
+    if writer is not None:
+        writer.close()
+    if metrics:
+        plot_learning_curve(metrics, run.plot, f"{config.env} · {config.planner} · {config.model}")
+    model.save(run.path / "model.pt")
+    env.close()
+    eval_env.close()
+    return RunResult(run.path, metrics)
+
+
+def _tensorboard_writer(run: RunDir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise ConfigError(
+            "--tensorboard needs the tensorboard package: pip install 'dynaplan[tensorboard]'"
+        ) from exc
+    return SummaryWriter(log_dir=str(run.path / "tensorboard"))

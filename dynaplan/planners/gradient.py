@@ -1,0 +1,73 @@
+"""Gradient-based action optimisation: Adam through the model and the reward.
+
+The method dynaplan is built around (and the source paper's): ``K`` candidate
+sequences are optimised in parallel (restarts), each step projected back into the
+bounds, and the best sequence seen by predicted return is executed.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from dynaplan.planners.base import PlannerBase, sanitize_returns
+from dynaplan.types import Objective
+
+
+class AscentResult(NamedTuple):
+    best: Tensor  # [H, A], the best sequence evaluated at any step
+    best_return: Tensor  # [], its predicted return
+    candidates: Tensor  # [K, H, A], the candidates after the last step
+
+
+def gradient_ascent(
+    objective: Objective, candidates: Tensor, steps: int, lr: float
+) -> AscentResult:
+    """Adam ascent of ``objective`` on normalised ``candidates: [K, H, A]``, kept in [-1, 1].
+
+    A candidate whose return is not finite gets no gradient and is never chosen.
+    """
+    candidates = candidates.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([candidates], lr=lr)
+    best = candidates.detach()[0].clone()
+    best_return = torch.tensor(-torch.inf, device=candidates.device)
+    for step in range(steps + 1):
+        returns = sanitize_returns(objective(candidates))
+        top = returns.detach().argmax()
+        better = returns.detach()[top] > best_return
+        best = torch.where(better, candidates.detach()[top], best)
+        best_return = torch.where(better, returns.detach()[top], best_return)
+        if step == steps:
+            break
+        finite = torch.isfinite(returns)
+        loss = -torch.where(finite, returns, torch.zeros_like(returns)).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        candidates.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        optimizer.step()
+        with torch.no_grad():
+            candidates.clamp_(-1, 1)
+    return AscentResult(best, best_return, candidates.detach())
+
+
+class GradientPlanner(PlannerBase):
+    """Adam on ``num_candidates`` sequences in parallel; the warm start is candidate 0.
+
+    Args:
+        num_candidates: ``K`` parallel restarts (uniform random, but for the warm start).
+        iterations: Adam steps per plan.
+        lr: Adam step size in normalised action units.
+    """
+
+    def __init__(
+        self, *args, num_candidates: int = 16, iterations: int = 10, lr: float = 0.1, **kwargs
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.num_candidates, self.iterations, self.lr = num_candidates, iterations, lr
+
+    def _optimize(self, objective: Objective, start: Tensor) -> Tensor:
+        candidates = self._uniform(self.num_candidates)
+        candidates[0] = start
+        return gradient_ascent(objective, candidates, self.iterations, self.lr).best

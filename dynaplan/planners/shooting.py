@@ -1,0 +1,24 @@
+"""Random shooting (Nagabandi et al. 2018): the best of N uniform sequences."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dynaplan.planners.base import PlannerBase, sanitize_returns
+from dynaplan.types import Objective
+
+
+class RandomShootingPlanner(PlannerBase):
+    """Evaluates ``num_samples`` uniform sequences plus the warm start; keeps the best."""
+
+    def __init__(self, *args, num_samples: int = 1000, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.num_samples = num_samples
+
+    @torch.no_grad()
+    def _optimize(self, objective: Objective, start: Tensor) -> Tensor:
+        samples = self._uniform(self.num_samples)
+        samples[0] = start
+        returns = sanitize_returns(objective(samples))
+        return samples[returns.argmax()]

@@ -1,0 +1,113 @@
+"""The run folder: config, metrics, transition journal, checkpoint and plots in one place.
+
+Checkpoints are written atomically (temp file + rename) and read with
+``torch.load(weights_only=True)``, so a run folder cannot execute code when loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dynaplan.errors import CheckpointError
+
+METRIC_COLUMNS = (
+    "iteration",
+    "env_steps",
+    "eval_return_mean",
+    "eval_return_std",
+    "eval_length_mean",
+    "train_return",
+    "episodes",
+    "model_train_loss",
+    "model_val_loss",
+    "plan_ms_per_step",
+    "wall_s",
+)
+
+
+class RunDir:
+    """Paths and safe reads/writes of one run folder."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.config = self.path / "config.json"
+        self.metrics = self.path / "metrics.csv"
+        self.checkpoint = self.path / "checkpoint.pt"
+        self.journal = self.path / "transitions.bin"
+        self.plot = self.path / "learning_curve.png"
+
+    @classmethod
+    def create(cls, path: str | Path) -> RunDir:
+        """A new run folder; refuses one that already holds a run."""
+        run = cls(path)
+        if run.config.exists():
+            raise CheckpointError(
+                f"{run.path} already holds a run; continue it with --resume {run.path} "
+                "or choose another --out"
+            )
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing run folder with a config and a checkpoint."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise CheckpointError(f"no run folder at {run.path}; check the path")
+        for needed in (run.config, run.checkpoint):
+            if not needed.is_file():
+                raise CheckpointError(
+                    f"{run.path} has no {needed.name}; it is not a resumable run folder "
+                    "(start a new run with --out instead)"
+                )
+        return run
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint)
+
+    def load_checkpoint(self, device: torch.device | str = "cpu") -> dict[str, Any]:
+        try:
+            return torch.load(self.checkpoint, map_location=device, weights_only=True)
+        except Exception as exc:  # any unpickling failure means the file is unusable
+            raise CheckpointError(
+                f"{self.checkpoint} is corrupt or not a dynaplan checkpoint ({exc}); "
+                "start a new run with --out"
+            ) from exc
+
+    def append_metrics(self, row: dict[str, float]) -> None:
+        new = not self.metrics.exists()
+        with open(self.metrics, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def read_metrics(self) -> list[dict[str, float]]:
+        return read_metrics(self.metrics)
+
+    def keep_metrics_up_to(self, iteration: int) -> None:
+        """Drop rows after ``iteration`` (written after the checkpoint of a killed run)."""
+        rows = [r for r in self.read_metrics() if r["iteration"] <= iteration]
+        self.metrics.unlink(missing_ok=True)
+        for row in rows:
+            self.append_metrics(row)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a ``metrics.csv`` as floats (empty cells become NaN)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [
+            {key: float(value) if value != "" else math.nan for key, value in row.items()}
+            for row in csv.DictReader(f)
+        ]

@@ -1,0 +1,73 @@
+"""The task interface: a differentiable reward surrogate and the env's exact termination rule.
+
+Every function works on batches with any leading shape: ``obs: [..., S]``,
+``act: [..., A]``, ``next_obs: [..., S]`` give a result of shape ``[...]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+RewardFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+TerminationFn = Callable[[Tensor], Tensor]
+
+
+class Task:
+    """Reward and termination of one environment, as batched torch functions.
+
+    Subclass it for a built-in task, or build one from plain functions with
+    :meth:`Task.from_functions` for an environment of your own.
+    """
+
+    env_id: str = ""
+
+    def reward(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+        """Differentiable surrogate reward used by the planners, shape ``[...]``."""
+        raise NotImplementedError
+
+    def true_reward(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+        """The environment's own reward, where observations determine it, shape ``[...]``.
+
+        Raises NotImplementedError where the observation does not carry what the env's
+        reward needs (``has_true_reward`` is False then).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot compute the env's reward")
+
+    @property
+    def has_true_reward(self) -> bool:
+        return type(self).true_reward is not Task.true_reward
+
+    def terminated(self, next_obs: Tensor) -> Tensor:
+        """The environment's exact termination rule, bool of shape ``[...]``.
+
+        The default never terminates (e.g. HalfCheetah).
+        """
+        return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
+
+    @classmethod
+    def from_functions(
+        cls,
+        reward: RewardFn,
+        terminated: TerminationFn | None = None,
+        env_id: str = "",
+    ) -> Task:
+        """A task from a reward function and an optional termination function."""
+        return _FunctionTask(reward, terminated, env_id)
+
+
+class _FunctionTask(Task):
+    def __init__(self, reward: RewardFn, terminated: TerminationFn | None, env_id: str) -> None:
+        self._reward = reward
+        self._terminated = terminated
+        self.env_id = env_id
+
+    def reward(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+        return self._reward(obs, act, next_obs)
+
+    def terminated(self, next_obs: Tensor) -> Tensor:
+        if self._terminated is None:
+            return super().terminated(next_obs)
+        return self._terminated(next_obs).to(torch.bool)

@@ -1,0 +1,326 @@
+"""Built-in tasks for the Gymnasium MuJoCo v5 environments.
+
+Every constant (healthy ranges, reward weights, ``dt``, observation layout flags) is read
+from the *unwrapped* env when the task is built, so a task follows the env's configuration
+(``gym.make("Hopper-v5", healthy_z_range=(0.5, 2.0))`` and the like). A configuration whose
+observation layout these tasks do not support raises :class:`ConfigError`.
+
+All functions take batches with any leading shape: ``obs: [..., S]``, ``act: [..., A]``,
+``next_obs: [..., S]`` give ``[...]``, in the inputs' dtype and device (bool for
+``terminated``).
+
+Locomotion surrogates follow the paper's soft health indicator: with ``m`` the signed
+margin by which ``next_obs`` lies inside the env's healthy ranges (the smallest distance to
+any bound, negative outside), ``σ = tanh(k·m)`` and
+
+    r = (forward_reward_weight·vx + healthy_reward)·σ − ctrl_cost_weight·‖a‖² [− contact cost]
+
+where ``vx`` is the torso's x velocity read from ``next_obs``. Taking one margin over all the
+ranges (instead of a product of one ``tanh`` per range) keeps ``σ`` negative whenever any range
+is violated: a product of two negative factors would reward being unhealthy twice over.
+For a symmetric angle range the margin is ``θ_max − |θ|``, the paper's form.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import reduce
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import Tensor
+
+from dynaplan.errors import ConfigError
+from dynaplan.tasks.base import Task
+from dynaplan.tasks.registry import register
+
+DEFAULT_SHARPNESS = 20.0
+"""``k`` of the soft health indicator ``tanh(k·margin)``."""
+
+INVERTED_PENDULUM_MAX_ANGLE = 0.2
+"""InvertedPendulum-v5 terminates when ``|θ| > 0.2``; the env hard-codes it (no attribute)."""
+
+
+def range_margin(x: Tensor, low: float, high: float) -> Tensor:
+    """Signed distance of ``x`` inside ``(low, high)``: ``min(x − low, high − x)``, shape of ``x``.
+
+    An infinite bound constrains nothing; with both bounds infinite the margin is ``+inf``.
+    """
+    margins = [x - low] if math.isfinite(low) else []
+    if math.isfinite(high):
+        margins.append(high - x)
+    if not margins:
+        return torch.full_like(x, math.inf)
+    return reduce(torch.minimum, margins)
+
+
+def soft_health(margin: Tensor, sharpness: float) -> Tensor:
+    """Soft indicator ``tanh(sharpness·margin)``: ≈1 well inside, ≈−1 well outside, ``[...]``."""
+    return torch.tanh(sharpness * margin)
+
+
+def control_cost(act: Tensor, weight: float) -> Tensor:
+    """``weight·‖a‖²`` over the last axis: ``[..., A] -> [...]``."""
+    return weight * act.square().sum(dim=-1)
+
+
+def _in_open_range(x: Tensor, low: float, high: float) -> Tensor:
+    """``low < x < high`` elementwise (bool), as the envs' ``is_healthy`` compares."""
+    return (low < x) & (x < high)
+
+
+def _read(env: gym.Env, name: str) -> Any:
+    """An attribute of the unwrapped env, or a ConfigError naming the env it came from."""
+    try:
+        return getattr(env, name)
+    except AttributeError:
+        raise ConfigError(
+            f"{type(env).__name__} has no attribute {name!r}; this task needs the Gymnasium "
+            "v5 MuJoCo env it is registered for"
+        ) from None
+
+
+def _float_pair(pair: Any) -> tuple[float, float]:
+    """A ``(low, high)`` range from the env as two floats."""
+    low, high = pair
+    return float(low), float(high)
+
+
+def _obs_dim(env: gym.Env) -> int:
+    shape = env.observation_space.shape
+    assert shape is not None and len(shape) == 1, shape
+    return int(shape[0])
+
+
+class InvertedPendulumTask(Task):
+    """InvertedPendulum-v5: obs ``[slider x, hinge θ, ẋ, θ̇]`` (``qpos`` then ``qvel``).
+
+    Surrogate ``r = −θ'²``. The env's reward is ``1`` while not terminated and ``0`` on the
+    terminating step, which the next observation determines exactly: ``true_reward`` is it.
+    """
+
+    env_id = "InvertedPendulum-v5"
+
+    def __init__(self, env: gym.Env) -> None:
+        env = env.unwrapped
+        nq, nv = int(env.model.nq), int(env.model.nv)
+        self.obs_dim = _obs_dim(env)
+        if nq != 2 or self.obs_dim != nq + nv:
+            raise ConfigError(
+                f"InvertedPendulumTask expects obs [x, θ, ẋ, θ̇] (4 values), got {self.obs_dim} "
+                f"with nq={nq}, nv={nv}"
+            )
+        self.max_angle = INVERTED_PENDULUM_MAX_ANGLE
+        self.dt = float(env.dt)
+        self.angle_index = 1
+
+    def reward(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+        return -next_obs[..., self.angle_index].square()
+
+    def true_reward(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+        return (~self.terminated(next_obs)).to(next_obs.dtype)
+
+    def terminated(self, next_obs: Tensor) -> Tensor:
+        finite = torch.isfinite(next_obs).all(dim=-1)
+        return ~(finite & (next_obs[..., self.angle_index].abs() <= self.max_angle))
+
+
+class _LocomotionTask(Task):
+    """Shared layout of the forward-running envs: ``qpos[skipped:]`` then ``qvel`` (+ extras).
+
+    ``vx = qvel[0]`` sits at obs index ``nq − skipped``. The env's forward reward is the
+    position difference ``(x' − x)/dt`` over ``frame_skip`` integrator substeps, which is not
+    ``qvel[0]`` of the next state (it is a mean over the substeps; Hopper and Walker2d also clip
+    the observed velocities to ±10), so no locomotion task implements ``true_reward``.
+    """
+
+    skipped_qpos = 1
+
+    def __init__(self, env: gym.Env) -> None:
+        env = env.unwrapped
+        if not _read(env, "_exclude_current_positions_from_observation"):
+            raise ConfigError(
+                f"{type(self).__name__} needs the default observation layout; build the env "
+                "with exclude_current_positions_from_observation=True (the default)"
+            )
+        self.forward_reward_weight = float(_read(env, "_forward_reward_weight"))
+        self.ctrl_cost_weight = float(_read(env, "_ctrl_cost_weight"))
+        self.dt = float(env.dt)
+        self.nq, self.nv = int(env.model.nq), int(env.model.nv)
+        self.obs_dim = _obs_dim(env)
+        self.vx_index = self.nq - self.skipped_qpos
+        self.state_dim = self.nq - self.skipped_qpos + self.nv
+        if self.obs_dim < self.state_dim:
+            raise ConfigError(
+                f"{type(self).__name__}: obs has {self.obs_dim} values, fewer than "
+                f"qpos[{self.skipped_qpos}:] + qvel ({self.state_dim})"
+            )
+
+    def forward_velocity(self, obs: Tensor) -> Tensor:
+        """The torso's x velocity ``qvel[0]``: ``[..., S] -> [...]``."""
+        return obs[..., self.vx_index]
+
+
+class HalfCheetahTask(_LocomotionTask):
+    """HalfCheetah-v5: obs ``qpos[1:]`` (8) then ``qvel`` (9), ``vx`` at index 8.
+
+    ``r = forward_reward_weight·vx' − ctrl_cost_weight·‖a‖²``; never terminates.
+    No ``true_reward``: see :class:`_LocomotionTask` on ``vx``.
+    """
+
+    env_id = "HalfCheetah-v5"
+
+    def reward(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+        forward = self.forward_reward_weight * self.forward_velocity(next_obs)
+        return forward - control_cost(act, self.ctrl_cost_weight)
+
+
+class _HealthyLocomotionTask(_LocomotionTask):
+    """A locomotion task with a healthy-state rule: soft in the reward, exact in termination.
+
+    ``r = (forward_reward_weight·vx' + healthy_reward)·tanh(k·m(next_obs)) − ctrl cost
+    − state cost``, with ``m`` the signed health margin of the subclass.
+    """
+
+    def __init__(self, env: gym.Env, *, sharpness: float = DEFAULT_SHARPNESS) -> None:
+        super().__init__(env)
+        env = env.unwrapped
+        self.sharpness = float(sharpness)
+        self.healthy_reward = float(_read(env, "_healthy_reward"))
+        self.terminate_when_unhealthy = bool(_read(env, "_terminate_when_unhealthy"))
+        self.healthy_z_range = _float_pair(_read(env, "_healthy_z_range"))
+
+    def health_margin(self, obs: Tensor) -> Tensor:
+        """Signed margin inside the healthy ranges (negative when unhealthy): ``[...]``."""
+        raise NotImplementedError
+
+    def is_healthy(self, obs: Tensor) -> Tensor:
+        """The env's exact ``is_healthy`` on an observation: bool ``[...]``."""
+        raise NotImplementedError
+
+    def state_cost(self, next_obs: Tensor) -> Tensor:
+        """Costs read from the next observation besides control (none by default): ``[...]``."""
+        return next_obs.new_zeros(next_obs.shape[:-1])
+
+    def reward(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+        gain = self.forward_reward_weight * self.forward_velocity(next_obs) + self.healthy_reward
+        health = soft_health(self.health_margin(next_obs), self.sharpness)
+        costs = control_cost(act, self.ctrl_cost_weight) + self.state_cost(next_obs)
+        return gain * health - costs
+
+    def terminated(self, next_obs: Tensor) -> Tensor:
+        if not self.terminate_when_unhealthy:
+            return super().terminated(next_obs)
+        return ~self.is_healthy(next_obs)
+
+
+class _PlanarWalkerTask(_HealthyLocomotionTask):
+    """Hopper and Walker2d: obs ``qpos[1:]`` then clipped ``qvel``; ``z`` at 0, torso angle at 1.
+
+    Healthy when ``z`` and the angle lie strictly inside the env's ranges.
+    """
+
+    z_index = 0
+    angle_index = 1
+
+    def __init__(self, env: gym.Env, *, sharpness: float = DEFAULT_SHARPNESS) -> None:
+        super().__init__(env, sharpness=sharpness)
+        self.healthy_angle_range = _float_pair(_read(env.unwrapped, "_healthy_angle_range"))
+
+    def health_margin(self, obs: Tensor) -> Tensor:
+        return torch.minimum(
+            range_margin(obs[..., self.z_index], *self.healthy_z_range),
+            range_margin(obs[..., self.angle_index], *self.healthy_angle_range),
+        )
+
+    def is_healthy(self, obs: Tensor) -> Tensor:
+        healthy_z = _in_open_range(obs[..., self.z_index], *self.healthy_z_range)
+        angle = obs[..., self.angle_index]
+        return healthy_z & _in_open_range(angle, *self.healthy_angle_range)
+
+
+class HopperTask(_PlanarWalkerTask):
+    """Hopper-v5: obs ``qpos[1:]`` (z, torso angle, 3 joints) then ``qvel`` (6), ``vx`` at 5.
+
+    Besides ``z`` and the angle, the env requires every entry of ``state_vector()[2:]``
+    (``qpos[2:]`` and ``qvel``, i.e. ``obs[1:]``) strictly inside ``healthy_state_range``.
+    The observation clips ``qvel`` to ±10, so that check is exact from observations while the
+    range lies within ``[−10, 10]``; with the default ``(−100, 100)`` a velocity beyond ±100
+    (never seen in practice) would end the episode unobserved. The soft margin ignores the state
+    range, which is far from binding. No ``true_reward``: see :class:`_LocomotionTask`.
+    """
+
+    env_id = "Hopper-v5"
+
+    def __init__(self, env: gym.Env, *, sharpness: float = DEFAULT_SHARPNESS) -> None:
+        super().__init__(env, sharpness=sharpness)
+        self.healthy_state_range = _float_pair(_read(env.unwrapped, "_healthy_state_range"))
+
+    def is_healthy(self, obs: Tensor) -> Tensor:
+        state = obs[..., self.angle_index : self.state_dim]
+        healthy_state = _in_open_range(state, *self.healthy_state_range).all(dim=-1)
+        return super().is_healthy(obs) & healthy_state
+
+
+class Walker2dTask(_PlanarWalkerTask):
+    """Walker2d-v5: obs ``qpos[1:]`` (z, torso angle, 6 joints) then ``qvel`` (9), ``vx`` at 8.
+
+    Healthy: ``z`` and the torso angle strictly inside their ranges (no state-range check).
+    No ``true_reward``: see :class:`_LocomotionTask`.
+    """
+
+    env_id = "Walker2d-v5"
+
+
+class AntTask(_HealthyLocomotionTask):
+    """Ant-v5: obs ``qpos[2:]`` (z, torso quaternion, 8 joints: 13) then ``qvel`` (14), ``vx`` at
+    13, then, when ``include_cfrc_ext_in_observation`` (the v5 default), the clipped external
+    contact forces ``cfrc_ext[1:]`` (13 bodies × 6 = 78): 105 values, else 27.
+
+    Healthy: the state is finite and ``z_min <= z <= z_max`` (inclusive, unlike Hopper). The
+    surrogate's margin uses both ends of the z range. The env's reward subtracts
+    ``contact_cost_weight·‖clip(cfrc_ext)‖²`` over all bodies; the world body's row is always
+    zero, so where the forces are observed the surrogate subtracts that cost exactly, and
+    without them it cannot. No ``true_reward``: the forward term is the main body's position
+    difference over ``dt`` (see :class:`_LocomotionTask`).
+    """
+
+    env_id = "Ant-v5"
+    skipped_qpos = 2
+    z_index = 0
+
+    def __init__(self, env: gym.Env, *, sharpness: float = DEFAULT_SHARPNESS) -> None:
+        super().__init__(env, sharpness=sharpness)
+        env = env.unwrapped
+        self.include_cfrc_ext = bool(_read(env, "_include_cfrc_ext_in_observation"))
+        self.contact_cost_weight = float(_read(env, "_contact_cost_weight"))
+        n_forces = int(env.data.cfrc_ext[1:].size) if self.include_cfrc_ext else 0
+        if self.obs_dim != self.state_dim + n_forces:
+            raise ConfigError(
+                f"AntTask expects {self.state_dim + n_forces} observation values "
+                f"(include_cfrc_ext_in_observation={self.include_cfrc_ext}), the env has "
+                f"{self.obs_dim}"
+            )
+
+    def health_margin(self, obs: Tensor) -> Tensor:
+        return range_margin(obs[..., self.z_index], *self.healthy_z_range)
+
+    def is_healthy(self, obs: Tensor) -> Tensor:
+        finite = torch.isfinite(obs[..., : self.state_dim]).all(dim=-1)
+        z = obs[..., self.z_index]
+        low, high = self.healthy_z_range
+        return finite & (low <= z) & (z <= high)
+
+    def state_cost(self, next_obs: Tensor) -> Tensor:
+        if not self.include_cfrc_ext:
+            return super().state_cost(next_obs)
+        forces = next_obs[..., self.state_dim :]
+        return self.contact_cost_weight * forces.square().sum(dim=-1)
+
+
+register(InvertedPendulumTask.env_id, InvertedPendulumTask)
+register(HopperTask.env_id, HopperTask)
+register(Walker2dTask.env_id, Walker2dTask)
+register(AntTask.env_id, AntTask)
+register(HalfCheetahTask.env_id, HalfCheetahTask)

@@ -1,0 +1,76 @@
+"""Batch containers, protocols and the shape conventions used across dynaplan.
+
+Shapes: ``S`` observation size, ``A`` action size, ``H`` planning horizon,
+``B`` batch of candidate action sequences, ``E`` ensemble members, ``N`` rows.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class TransitionBatch(NamedTuple):
+    """A batch of transitions, as tensors on one device."""
+
+    obs: Tensor  # [N, S]
+    action: Tensor  # [N, A]
+    next_obs: Tensor  # [N, S]
+    reward: Tensor  # [N]
+    terminated: Tensor  # [N] bool
+
+
+class Propagation(StrEnum):
+    """How particles move through an ensemble during planning (PETS, Chua et al. 2018)."""
+
+    EXPECTATION = "expectation"
+    """Every particle gets the mean prediction of all members (deterministic)."""
+    TS1 = "ts1"
+    """Each particle uses a member drawn at random at every step."""
+    TSINF = "tsinf"
+    """Each particle keeps one member for the whole horizon."""
+
+
+class Objective(Protocol):
+    """A batched planning objective; planners know nothing else about the problem."""
+
+    def __call__(self, actions: Tensor) -> Tensor:
+        """Predicted returns ``[B]`` of action sequences ``actions: [B, H, A]``."""
+        ...
+
+
+class Planner(Protocol):
+    """Optimises an action sequence ``[H, A]`` for an objective, warm-started between calls."""
+
+    horizon: int
+
+    def plan(self, objective: Objective, steps_since_last_plan: int = 1) -> Tensor:
+        """Best action sequence ``[H, A]``; the previous plan, shifted, seeds the search."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the warm start (call at the start of an episode)."""
+        ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Agent(Protocol):
+    """Anything that acts in an environment: MPC, a cloned policy, a baseline."""
+
+    def reset(self) -> None: ...
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Action ``[A]`` for observation ``[S]``."""
+        ...
+
+
+def as_tensor(x: np.ndarray | Tensor, device: torch.device | str = "cpu") -> Tensor:
+    """float32 tensor on ``device``."""
+    return torch.as_tensor(x, dtype=torch.float32, device=device)

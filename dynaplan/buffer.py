@@ -173,13 +173,17 @@ class ReplayBuffer:
 
     @classmethod
     def from_journal(cls, path: str | Path, obs_dim: int, act_dim: int) -> ReplayBuffer:
-        """Rebuild a buffer from a journal, ignoring a torn last record; keeps journaling."""
+        """Rebuild a buffer from a journal, ignoring a torn last record; the file is not changed.
+
+        Call :meth:`attach_journal` on the result to go on appending to it.
+        """
+        if not Path(path).is_file():
+            raise CheckpointError(f"no transition journal at {path}; the run collected no data")
         records = _Journal.read(path, obs_dim, act_dim)
         buffer = cls(obs_dim, act_dim, capacity=max(len(records), 1))
         for key in _FIELDS:
             buffer._data[key][: len(records)] = records[key]
         buffer._size = len(records)
-        buffer.attach_journal(path)
         return buffer
 
 

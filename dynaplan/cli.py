@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
 from dynaplan.config import TrainConfig, load_preset
-from dynaplan.errors import DynaplanError
+from dynaplan.errors import ConfigError, DynaplanError
 
 
 @dataclass
@@ -50,6 +50,34 @@ class DemoCommand:
     out: Path | None = None
     """Run folder; default runs/demo-<time>."""
     seed: int = 0
+
+
+@dataclass
+class ModelErrorCommand:
+    """Model-error analysis (paper Fig. 5-8): one-step and open-loop prediction errors."""
+
+    run_dir: Annotated[Path | None, tyro.conf.Positional, tyro.conf.arg(metavar="[RUN_DIR]")] = None
+    """Run folder whose latest model is analysed (or give --model and --env)."""
+    episode: int | None = None
+    """Episode id in the run's (or --buffer's) data; default the longest episode."""
+    fresh: Literal["random", "zero", "mpc"] | None = None
+    """Analyse a new episode collected with this policy instead (mpc needs RUN_DIR)."""
+    horizons: tuple[int, ...] = (1, 5, 10, 20)
+    """Open-loop horizons H of the error figure and summary."""
+    starts: tuple[int, ...] = (0, 65)
+    """Start steps t0 of the open-loop figures (moved back if the episode is shorter)."""
+    open_loop_steps: int | None = None
+    """Length of the open-loop rollouts; default the longest horizon."""
+    seed: int = 12345
+    """Env seed of a --fresh episode."""
+    out: Path | None = None
+    """Output folder; default RUN_DIR/model_error (./model_error without RUN_DIR)."""
+    model: Path | None = None
+    """A model.pt to analyse instead of a run folder's model."""
+    buffer: Path | None = None
+    """A replay buffer (.npz) to take the episode from instead of a run folder's journal."""
+    env: str | None = None
+    """Env id for --model (names the features and makes --fresh episodes)."""
 
 
 def _default_out(name: str) -> Path:
@@ -111,6 +139,76 @@ def _demo(args: list[str]) -> None:
     print(f"learning curve: {result.run_dir / 'learning_curve.png'}")
 
 
+def _model_error(args: list[str]) -> None:
+    import numpy as np
+
+    from dynaplan.agents.factory import load_mpc_agent
+    from dynaplan.analysis import model_error
+    from dynaplan.buffer import ReplayBuffer
+    from dynaplan.envs import make_env
+    from dynaplan.models import DynamicsModel
+
+    command = tyro.cli(ModelErrorCommand, args=args, prog="dynaplan model-error")
+    if command.run_dir is not None:
+        model, config, run = model_error.load_run_model(command.run_dir)
+        env_id, env_kwargs = config.env, config.env_kwargs
+        out = command.out or run.path / "model_error"
+    elif command.model is not None and command.env is not None:
+        model, env_id, env_kwargs = DynamicsModel.load(command.model).eval(), command.env, {}
+        out = command.out or Path("model_error")
+    else:
+        raise ConfigError("give a RUN_DIR, or --model PATH and --env ENV_ID")
+    if command.fresh is not None:
+        env = make_env(env_id, **env_kwargs)
+        if command.fresh == "mpc":
+            if command.run_dir is None:
+                raise ConfigError("--fresh mpc needs a RUN_DIR (the run's planner acts)")
+            agent, _ = load_mpc_agent(command.run_dir, device="cpu")
+            agent.reset()
+            policy = agent.act
+        elif command.fresh == "random":
+            env.action_space.seed(command.seed)
+            policy = lambda _: env.action_space.sample()  # noqa: E731
+        else:
+            policy = lambda _: np.zeros(env.action_space.shape, np.float32)  # noqa: E731
+        label = f"fresh {command.fresh} episode, seed {command.seed}"
+        episode = model_error.collect_episode(env, policy, command.seed, label)
+        env.close()
+    elif command.buffer is not None:
+        episode = model_error.episode_from_buffer(
+            ReplayBuffer.load(command.buffer), command.episode
+        )
+    elif command.run_dir is not None:
+        episode = model_error.episode_from_journal(
+            run.journal, model.obs_dim, model.act_dim, command.episode
+        )
+    else:
+        raise ConfigError("with --model, give --buffer PATH or --fresh POLICY for the episode")
+    report = model_error.analyse_episode(
+        model,
+        episode.obs,
+        episode.actions,
+        episode.next_obs,
+        model_error.default_features(env_id, model.obs_dim, env_kwargs),
+        command.horizons,
+        command.starts,
+        command.open_loop_steps,
+        label=f"{env_id}, {episode.label}",
+    )
+    paths = model_error.write_report(report, out)
+    growth = report.summary()["growth"]
+    print(f"{env_id}: {episode.label} ({len(episode)} steps); mean absolute error by horizon")
+    for name, by_h in report.mean_abs_error().items():
+        errors = "  ".join(f"H={h}: {e:.4g}" for h, e in by_h.items())
+        ratio = growth["ratio"][name]
+        ratio_text = "n/a" if ratio is None else f"{ratio:.3g}"
+        print(
+            f"  {name:<22} {errors}  "
+            f"({growth['long_horizon']}-step / {growth['short_horizon']}-step: {ratio_text})"
+        )
+    print(f"wrote {len(paths)} files to {out}")
+
+
 def _value_of(flag: str, args: list[str]) -> str | None:
     for i, arg in enumerate(args):
         if arg == flag and i + 1 < len(args):
@@ -124,6 +222,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "train": (_train, TrainCommand.__doc__ or ""),
     "evaluate": (_evaluate, EvaluateCommand.__doc__ or ""),
     "demo": (_demo, DemoCommand.__doc__ or ""),
+    "model-error": (_model_error, ModelErrorCommand.__doc__ or ""),
 }
 
 

@@ -140,6 +140,8 @@ class TrainConfig:
     """Extra keyword arguments for gym.make (e.g. include_cfrc_ext_in_observation)."""
     dynamics: ModelConfig = field(default_factory=ModelConfig)
     search: PlannerConfig = field(default_factory=PlannerConfig)
+    threads: int = 1
+    """CPU threads for torch; small models plan fastest on one (0 keeps torch's default)."""
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = False

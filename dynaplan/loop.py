@@ -108,6 +108,8 @@ class _Collector:
 
 def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult:
     device = resolve_device(config.device)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     env = make_env(config.env, **config.env_kwargs)
     eval_env = make_env(config.env, **config.env_kwargs)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
@@ -126,7 +128,7 @@ def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult
         buffer.mark_last_truncated()
     else:
         buffer = ReplayBuffer(obs_dim, act_dim)
-        buffer.attach_journal(run.journal)
+    buffer.attach_journal(run.journal)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         trainer.load_state_dict(checkpoint["trainer"])

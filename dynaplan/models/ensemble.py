@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -204,6 +205,6 @@ class DynamicsModel(nn.Module):
             data = torch.load(path, map_location=device, weights_only=True)
             model = cls(**data["hparams"])
             model.load_state_dict(data["state_dict"])
-        except (RuntimeError, KeyError, TypeError, EOFError) as exc:
+        except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as exc:
             raise CheckpointError(f"{path} is not a readable dynaplan model file ({exc})") from exc
         return model.to(device)

@@ -28,6 +28,7 @@ from functools import reduce
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -96,13 +97,22 @@ def _obs_dim(env: gym.Env) -> int:
 class InvertedPendulumTask(Task):
     """InvertedPendulum-v5: obs ``[slider x, hinge θ, ẋ, θ̇]`` (``qpos`` then ``qvel``).
 
-    Surrogate ``r = −θ'²``. The env's reward is ``1`` while not terminated and ``0`` on the
-    terminating step, which the next observation determines exactly: ``true_reward`` is it.
+    Surrogate ``r = 1 − (θ'/θ_max)² − w·(x'/x_max)²``: the paper's ``−θ²``, shifted and
+    scaled, plus a small cart-centring term. The shift makes staying upright worth more
+    than the zero reward after a predicted termination (with ``−θ²`` a planner that stops
+    counting rewards at termination would prefer to fall). The centring term (weight
+    ``cart_weight``, rail half-length ``x_max`` read from the slider's joint range) keeps
+    the cart off the end of its rail: with ``−θ²`` alone the cart drifts there at a
+    steady speed and the pole falls after a few hundred steps. ``cart_weight=0`` gives
+    the paper's objective.
+
+    The env's reward is ``1`` while not terminated and ``0`` on the terminating step, which
+    the next observation determines exactly: ``true_reward`` is it.
     """
 
     env_id = "InvertedPendulum-v5"
 
-    def __init__(self, env: gym.Env) -> None:
+    def __init__(self, env: gym.Env, cart_weight: float = 0.1) -> None:
         env = env.unwrapped
         nq, nv = int(env.model.nq), int(env.model.nv)
         self.obs_dim = _obs_dim(env)
@@ -112,11 +122,15 @@ class InvertedPendulumTask(Task):
                 f"with nq={nq}, nv={nv}"
             )
         self.max_angle = INVERTED_PENDULUM_MAX_ANGLE
+        self.max_cart = float(np.abs(env.model.jnt_range[0]).min())
+        self.cart_weight = cart_weight
         self.dt = float(env.dt)
         self.angle_index = 1
 
     def reward(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
-        return -next_obs[..., self.angle_index].square()
+        angle = next_obs[..., self.angle_index] / self.max_angle
+        cart = next_obs[..., 0] / self.max_cart
+        return 1 - angle.square() - self.cart_weight * cart.square()
 
     def true_reward(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
         return (~self.terminated(next_obs)).to(next_obs.dtype)

@@ -1,0 +1,80 @@
+import subprocess
+import sys
+
+import pytest
+
+from dynaplan.cli import main
+from tests.conftest import toy_config
+
+TOY = ["--env", "dynaplan/PointMass-v0", "--no-progress", "--threads", "1"]
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--env", "Nope-v0"], "Nope-v0"),
+        (["train", *TOY, "--planner", "ilqr"], "unknown planner"),
+        (["train", *TOY, "--model", "gp"], "unknown model"),
+        (["train", *TOY, "--horizon", "0"], "horizon must be positive"),
+        (["train", *TOY, "--total-steps", "0"], "total_steps must be positive"),
+        (["train", "--preset", "nope"], "unknown preset"),
+        (["train", "--resume", "/nonexistent/run"], "no run folder"),
+        (["evaluate", "/nonexistent/run"], "no run folder"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args, message, capsys, tmp_path):
+    if args[0] == "train" and "--resume" not in args and "--preset" not in args:
+        args = [*args, "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert message in one_line_error(capsys)
+
+
+def test_an_env_without_a_task_says_how_to_register(capsys, tmp_path):
+    assert main(["train", "--env", "CartPole-v1", "--out", str(tmp_path / "r")]) == 2
+    assert "Discrete" in one_line_error(capsys)
+    assert main(["train", "--env", "Pendulum-v1", "--out", str(tmp_path / "r2")]) == 2
+    assert "dynaplan.tasks.register" in one_line_error(capsys)
+
+
+def test_unknown_command(capsys):
+    assert main(["fly"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_no_traceback_from_the_console_script(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dynaplan.cli", "train", "--env", "Nope-v0", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_train_then_evaluate_then_refuse_overwrite(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", *TOY, "--total-steps", "300", "--random-steps", "200"]
+    args += ["--steps-per-iteration", "100", "--horizon", "3", "--dynamics.hidden-size", "32"]
+    args += ["--search.num-candidates", "4", "--search.iterations", "3", "--out", str(run)]
+    assert main(args) == 0
+    assert "done: 300 env steps" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--episodes", "2"]) == 0
+    assert "over 2 episodes" in capsys.readouterr().out
+    assert main(args) == 2
+    assert "already holds a run" in one_line_error(capsys)
+
+
+def test_presets_load_and_validate():
+    from dynaplan.config import load_preset, presets
+
+    assert "pendulum" in presets()
+    for name in presets():
+        load_preset(name).validate()
+    assert toy_config().validate()

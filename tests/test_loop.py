@@ -1,0 +1,135 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from dynaplan import loop
+from dynaplan.buffer import ReplayBuffer
+from dynaplan.errors import CheckpointError, ConfigError
+from dynaplan.rundir import METRIC_COLUMNS, RunDir, read_metrics
+from dynaplan.types import Propagation
+from tests.conftest import PLANNER_OPTIONS, toy_config
+
+RANDOM_POLICY_RETURN = -35.0  # see PointMassEnv's docstring
+
+
+@pytest.mark.parametrize("planner", list(PLANNER_OPTIONS))
+def test_loop_solves_the_point_mass_with_every_planner(planner, tmp_path):
+    result = loop.train(toy_config(planner), tmp_path / "run")
+    assert [int(r["env_steps"]) for r in result.metrics] == [300, 400]
+    final = result.metrics[-1]["eval_return_mean"]
+    assert final > -8.0, f"{planner}: final evaluation return {final:.1f}"
+
+
+def test_run_folder_layout(tmp_path):
+    config = toy_config(model="pets", search=PLANNER_OPTIONS["grad"])
+    config.search.particles = 5
+    config.search.propagation = Propagation.TSINF
+    result = loop.train(config, tmp_path / "run")
+    run = RunDir(result.run_dir)
+    for path in (run.config, run.metrics, run.checkpoint, run.journal, run.plot):
+        assert path.is_file(), path
+    assert json.loads(run.config.read_text())["model"] == "pets"
+    rows = read_metrics(run.metrics)
+    assert set(METRIC_COLUMNS) <= set(rows[0])
+    assert all(np.isfinite(r["plan_ms_per_step"]) and r["plan_ms_per_step"] > 0 for r in rows)
+    buffer = ReplayBuffer.from_journal(run.journal, 2, 2)
+    assert len(buffer) == 400
+    assert buffer.truncated[199]  # the random-data episode ends where MPC takes over
+
+
+def test_same_seed_same_actions(tmp_path):
+    a = loop.train(toy_config(total_steps=300), tmp_path / "a")
+    b = loop.train(toy_config(total_steps=300), tmp_path / "b")
+    actions_a = ReplayBuffer.from_journal(a.run_dir / "transitions.bin", 2, 2).action
+    actions_b = ReplayBuffer.from_journal(b.run_dir / "transitions.bin", 2, 2).action
+    np.testing.assert_array_equal(actions_a, actions_b)
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    loop.train(
+        toy_config(total_steps=250, random_steps=200, steps_per_iteration=50), tmp_path / "r"
+    )
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        loop.train(toy_config(), tmp_path / "r")
+
+
+def test_resume_rejects_missing_and_corrupt_folders(tmp_path):
+    with pytest.raises(CheckpointError, match="no run folder"):
+        loop.resume(tmp_path / "nothing")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(CheckpointError, match="not a resumable run folder"):
+        loop.resume(tmp_path / "half")
+    run = tmp_path / "corrupt"
+    loop.train(toy_config(total_steps=250, steps_per_iteration=50), run)
+    (run / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        loop.resume(run)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (dict(planner="ilqr"), "unknown planner"),
+        (dict(model="gp"), "unknown model"),
+        (dict(horizon=0), "horizon must be positive"),
+        (dict(total_steps=-5), "total_steps must be positive"),
+        (dict(random_steps=500), "random_steps"),
+    ],
+)
+def test_bad_configs_are_refused(overrides, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        loop.train(toy_config(**overrides), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_cuda_is_a_config_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        loop.train(toy_config(device="cuda"), tmp_path / "run")
+
+
+RESUME_SCRIPT = """
+import sys
+from dynaplan import loop
+from tests.conftest import toy_config
+config = toy_config(total_steps=700, steps_per_iteration=100)
+loop.train(config, sys.argv[1]) if sys.argv[2] == "new" else loop.resume(sys.argv[1])
+"""
+
+
+def test_resume_after_sigkill_loses_no_transition(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(run), "new"], env=env)
+    journal = run / "transitions.bin"
+    deadline = time.time() + 120
+    # kill once MPC is collecting (past the random data and the first iteration)
+    while time.time() < deadline and child.poll() is None:
+        if journal.exists() and journal.stat().st_size > 0:
+            collected = len(ReplayBuffer.from_journal(journal, 2, 2))
+            if collected >= 330:
+                break
+        time.sleep(0.05)
+    assert child.poll() is None, "the run ended before it could be killed"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    before = ReplayBuffer.from_journal(journal, 2, 2)
+    completed_rows = read_metrics(run / "metrics.csv")
+
+    subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(run), "resume"], env=env, check=True)
+    after = ReplayBuffer.from_journal(journal, 2, 2)
+    assert len(after) == 700
+    np.testing.assert_array_equal(after.obs[: len(before)], before.obs)  # nothing lost
+    np.testing.assert_array_equal(after.action[: len(before)], before.action)
+    rows = read_metrics(run / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[: len(completed_rows)] == completed_rows  # the metrics file is continued
+    assert [int(r["env_steps"]) for r in rows] == [300, 400, 500, 600, 700]

@@ -19,20 +19,11 @@ import torch
 from dynaplan import cli, loop
 from dynaplan.analysis import model_error
 from dynaplan.buffer import ReplayBuffer
-from dynaplan.config import ModelConfig, PlannerConfig, TrainConfig
 from dynaplan.envs import POINT_MASS_ID
 from dynaplan.models import DynamicsModel
+from tests.conftest import toy_config
 
 HORIZONS = [1, 5, 10, 20]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: extra torch threads only spin on a busy machine (25x slower seen)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def point_mass_model(bias: float = 0.0) -> DynamicsModel:
@@ -194,17 +185,7 @@ def test_episode_selection(episode):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    config = TrainConfig(
-        env=POINT_MASS_ID,
-        total_steps=300,
-        random_steps=200,
-        steps_per_iteration=100,
-        eval_episodes=1,
-        horizon=3,
-        progress=False,
-        dynamics=ModelConfig(hidden_size=32, num_layers=2, max_epochs=20),
-        search=PlannerConfig(num_candidates=4, iterations=3),
-    )
+    config = toy_config(total_steps=300, eval_episodes=1)
     run = tmp_path_factory.mktemp("model_error") / "run"
     loop.train(config, run)
     return run

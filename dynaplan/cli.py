@@ -43,6 +43,10 @@ class EvaluateCommand:
     """Seed of the first episode."""
 
 
+SOLVED_RETURN = 1000.0
+"""InvertedPendulum-v5 is solved when an episode balances for all 1000 steps."""
+
+
 @dataclass
 class DemoCommand:
     """MBRL with the gradient planner on InvertedPendulum-v5, a few minutes on a CPU."""
@@ -127,15 +131,15 @@ def _demo(args: list[str]) -> None:
     command = tyro.cli(DemoCommand, args=args, prog="dynaplan demo")
     config = load_preset("pendulum")
     config.seed = command.seed
-    config.stop_at_return = 1000.0
+    config.stop_at_return = SOLVED_RETURN
     out = command.out or _default_out("demo")
     print(f"dynaplan demo: {config.env}, gradient MPC, run folder {out}")
     result = loop.train(config, out)
-    steps = result.steps_to_reach(1000.0)
+    steps = result.steps_to_reach(SOLVED_RETURN)
     if steps is None:
-        print(f"return 1000 not reached within {config.total_steps} env steps; see {out}")
+        print(f"return {SOLVED_RETURN:g} not reached within {config.total_steps} env steps")
     else:
-        print(f"solved: evaluation return 1000 reached after {steps} env steps")
+        print(f"solved: evaluation return {SOLVED_RETURN:g} reached after {steps} env steps")
     print(f"learning curve: {result.run_dir / 'learning_curve.png'}")
 
 

@@ -78,3 +78,15 @@ def test_presets_load_and_validate():
     for name in presets():
         load_preset(name).validate()
     assert toy_config().validate()
+
+
+def test_demo_runs_the_loop_and_reports_the_steps_to_solve(monkeypatch, tmp_path, capsys):
+    """The demo's code path on the toy env (the real demo takes minutes)."""
+    import dynaplan.cli as cli
+
+    monkeypatch.setattr(cli, "load_preset", lambda name: toy_config(total_steps=300))
+    monkeypatch.setattr(cli, "SOLVED_RETURN", -10.0)
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "solved: evaluation return -10 reached after 300 env steps" in out
+    assert (tmp_path / "demo" / "learning_curve.png").is_file()

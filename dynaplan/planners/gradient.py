@@ -53,21 +53,38 @@ def gradient_ascent(
 
 
 class GradientPlanner(PlannerBase):
-    """Adam on ``num_candidates`` sequences in parallel; the warm start is candidate 0.
+    """Adam on ``num_candidates`` sequences in parallel, seeded around the warm start.
+
+    Candidate 0 is the warm start (the previous plan, shifted); the next ``warm_share``
+    of the candidates are the warm start plus Gaussian noise (``warm_noise``); the rest
+    are uniform random restarts.
 
     Args:
-        num_candidates: ``K`` parallel restarts (uniform random, but for the warm start).
+        num_candidates: ``K`` sequences optimised in parallel.
         iterations: Adam steps per plan.
         lr: Adam step size in normalised action units.
+        warm_share: share of the candidates drawn around the warm start.
+        warm_noise: std of those draws in normalised units.
     """
 
     def __init__(
-        self, *args, num_candidates: int = 16, iterations: int = 10, lr: float = 0.1, **kwargs
+        self,
+        *args,
+        num_candidates: int = 16,
+        iterations: int = 10,
+        lr: float = 0.1,
+        warm_share: float = 0.5,
+        warm_noise: float = 0.3,
+        **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.num_candidates, self.iterations, self.lr = num_candidates, iterations, lr
+        self.warm_share, self.warm_noise = warm_share, warm_noise
 
     def _optimize(self, objective: Objective, start: Tensor) -> Tensor:
         candidates = self._uniform(self.num_candidates)
-        candidates[0] = start
+        num_warm = max(1, int(self.warm_share * self.num_candidates))
+        noise = self.warm_noise * self._normal(num_warm)
+        noise[0] = 0.0
+        candidates[:num_warm] = (start + noise).clamp(-1, 1)
         return gradient_ascent(objective, candidates, self.iterations, self.lr).best

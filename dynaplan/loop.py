@@ -185,6 +185,7 @@ def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult
         if not trained:
             if config.dynamics.from_scratch:
                 model.load_state_dict(build_model(config, obs_dim, act_dim).to(device).state_dict())
+                trainer = ModelTrainer(model, config.dynamics.lr, config.dynamics.weight_decay)
             fit = trainer.fit(
                 buffer,
                 rng,
@@ -231,6 +232,8 @@ def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult
         metrics.append(row)
         run.append_metrics(row)
         save(iteration + 1, model_trained=False)
+        model.save(run.model)
+        plot_learning_curve(metrics, run.plot, f"{config.env} · {config.planner} · {config.model}")
         if writer is not None:
             for key, value in row.items():
                 writer.add_scalar(key, value, global_step=len(buffer))
@@ -244,9 +247,6 @@ def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult
     bar.close()
     if writer is not None:
         writer.close()
-    if metrics:
-        plot_learning_curve(metrics, run.plot, f"{config.env} · {config.planner} · {config.model}")
-    model.save(run.path / "model.pt")
     env.close()
     eval_env.close()
     return RunResult(run.path, metrics)

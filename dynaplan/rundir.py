@@ -40,6 +40,7 @@ class RunDir:
         self.metrics = self.path / "metrics.csv"
         self.checkpoint = self.path / "checkpoint.pt"
         self.journal = self.path / "transitions.bin"
+        self.model = self.path / "model.pt"
         self.plot = self.path / "learning_curve.png"
 
     @classmethod

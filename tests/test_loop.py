@@ -33,7 +33,7 @@ def test_run_folder_layout(tmp_path):
     config.search.propagation = Propagation.TSINF
     result = loop.train(config, tmp_path / "run")
     run = RunDir(result.run_dir)
-    for path in (run.config, run.metrics, run.checkpoint, run.journal, run.plot):
+    for path in (run.config, run.metrics, run.checkpoint, run.journal, run.plot, run.model):
         assert path.is_file(), path
     assert json.loads(run.config.read_text())["model"] == "pets"
     rows = read_metrics(run.metrics)
@@ -42,6 +42,13 @@ def test_run_folder_layout(tmp_path):
     buffer = ReplayBuffer.from_journal(run.journal, 2, 2)
     assert len(buffer) == 400
     assert buffer.truncated[199]  # the random-data episode ends where MPC takes over
+
+
+def test_from_scratch_retraining_runs(tmp_path):
+    config = toy_config(total_steps=300)
+    config.dynamics.from_scratch = True
+    result = loop.train(config, tmp_path / "run")
+    assert result.metrics[-1]["eval_return_mean"] > RANDOM_POLICY_RETURN
 
 
 def test_same_seed_same_actions(tmp_path):

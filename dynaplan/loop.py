@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dynaplan import tasks
 from dynaplan.agents.factory import build_model, build_mpc_agent, resolve_device
 from dynaplan.analysis.curves import plot_learning_curve
 from dynaplan.buffer import ReplayBuffer
@@ -55,9 +56,22 @@ class RunResult:
 def train(config: TrainConfig, run_dir: str | Path) -> RunResult:
     """Start a new run in ``run_dir`` (which must not hold a run yet)."""
     config.validate()
+    _check_runnable(config)
     run = RunDir.create(run_dir)
     config.save(run.config)
     return _run(config, run, checkpoint=None)
+
+
+def _check_runnable(config: TrainConfig) -> None:
+    """Fail on a missing device, env, task or package before the run folder is made."""
+    resolve_device(config.device)
+    env = make_env(config.env, **config.env_kwargs)
+    try:
+        tasks.get(config.env, env)
+    finally:
+        env.close()
+    if config.tensorboard:
+        _summary_writer_class()
 
 
 def resume(run_dir: str | Path) -> RunResult:
@@ -141,7 +155,11 @@ def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult
         run.keep_metrics_up_to(first_iteration - 1)
     metrics = run.read_metrics()
     collector = _Collector(env, buffer, rng)
-    writer = _tensorboard_writer(run) if config.tensorboard else None
+    writer = (
+        _summary_writer_class()(log_dir=str(run.path / "tensorboard"))
+        if config.tensorboard
+        else None
+    )
     started = time.perf_counter()
 
     def save(next_iteration: int, model_trained: bool) -> None:
@@ -252,11 +270,11 @@ def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult
     return RunResult(run.path, metrics)
 
 
-def _tensorboard_writer(run: RunDir):
+def _summary_writer_class() -> type:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
         raise ConfigError(
             "--tensorboard needs the tensorboard package: pip install 'dynaplan[tensorboard]'"
         ) from exc
-    return SummaryWriter(log_dir=str(run.path / "tensorboard"))
+    return SummaryWriter

@@ -33,6 +33,7 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message, capsys, tmp_path):
         args = [*args, "--out", str(tmp_path / "run")]
     assert main(args) == 2
     assert message in one_line_error(capsys)
+    assert not (tmp_path / "run").exists()  # nothing half-made to trip over next time
 
 
 def test_an_env_without_a_task_says_how_to_register(capsys, tmp_path):

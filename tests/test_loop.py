@@ -140,3 +140,19 @@ def test_resume_after_sigkill_loses_no_transition(tmp_path):
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5]
     assert rows[: len(completed_rows)] == completed_rows  # the metrics file is continued
     assert [int(r["env_steps"]) for r in rows] == [300, 400, 500, 600, 700]
+
+
+def test_tensorboard_without_the_package_says_how_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("no tensorboard")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(ConfigError, match=r"dynaplan\[tensorboard\]"):
+        loop.train(toy_config(tensorboard=True), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -71,6 +72,9 @@ def main() -> None:
         "preset": args.preset,
         "config": load_preset(args.preset).to_dict(),
         "machine": f"{platform.machine()} CPU, {args.jobs} parallel runs, 1 torch thread each",
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
         "threshold": args.threshold,
         "seeds": seeds,
     }

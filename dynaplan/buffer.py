@@ -109,19 +109,37 @@ class ReplayBuffer:
         if self._size and not (self.terminated[-1] or self.truncated[-1]):
             self._data["truncated"][self._size - 1] = True
 
-    def split(self, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Row indices ``(train, val)``, whole episodes on each side.
+    def split(
+        self, val_fraction: float, rng: np.random.Generator, segment_length: int | None = 100
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices ``(train, val)``: whole episodes, or whole segments of long ones.
 
-        With fewer than two episodes everything is training data and ``val`` is empty.
+        Episodes longer than ``segment_length`` are cut into consecutive segments of that
+        length first, so one long episode (a good MPC run) cannot make up the whole
+        validation set; ``None`` keeps episodes whole. With fewer than two units
+        everything is training data and ``val`` is empty.
         """
-        episodes = np.unique(self.episode)
-        n_val = round(val_fraction * len(episodes))
-        if len(episodes) < 2 or n_val == 0:
+        units = self._split_units(segment_length)
+        unique = np.unique(units)
+        n_val = round(val_fraction * len(unique))
+        if len(unique) < 2 or n_val == 0:
             return np.arange(self._size), np.zeros(0, np.int64)
-        n_val = min(n_val, len(episodes) - 1)
-        val_episodes = rng.choice(episodes, size=n_val, replace=False)
-        is_val = np.isin(self.episode, val_episodes)
+        n_val = min(n_val, len(unique) - 1)
+        is_val = np.isin(units, rng.choice(unique, size=n_val, replace=False))
         return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+    def _split_units(self, segment_length: int | None) -> np.ndarray:
+        """``[N]`` unit id per row: the episode, or (episode, position // segment_length)."""
+        if segment_length is None:
+            return self.episode
+        order = np.argsort(self.episode, kind="stable")
+        sorted_episodes = self.episode[order]
+        starts = np.flatnonzero(np.r_[True, np.diff(sorted_episodes) != 0])
+        lengths = np.diff(np.r_[starts, self._size])
+        position = np.empty(self._size, np.int64)
+        position[order] = np.arange(self._size) - np.repeat(starts, lengths)
+        keys = np.stack([self.episode, position // segment_length], axis=1)
+        return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
 
     def batch(self, indices: np.ndarray, device: torch.device | str = "cpu") -> TransitionBatch:
         """The rows ``indices`` as a :class:`TransitionBatch` of tensors on ``device``."""

@@ -48,10 +48,22 @@ def test_loading_a_missing_file_says_so(tmp_path):
 @given(num_episodes=st.integers(2, 12), fraction=st.floats(0.05, 0.9), seed=st.integers(0, 99))
 def test_split_never_cuts_an_episode(num_episodes, fraction, seed):
     buffer = filled(num_episodes=num_episodes, length=3)
-    train, val = buffer.split(fraction, np.random.default_rng(seed))
+    train, val = buffer.split(fraction, np.random.default_rng(seed), segment_length=None)
     assert len(train) + len(val) == len(buffer)
     assert not set(buffer.episode[train]) & set(buffer.episode[val])
     assert len(train) > 0
+
+
+def test_long_episodes_are_split_in_whole_segments():
+    buffer = filled(num_episodes=2, length=50)  # episode 0: rows 0-49, episode 1: 50-99
+    train, val = buffer.split(0.5, np.random.default_rng(0), segment_length=10)
+    assert len(val) == 50 and len(train) == 50
+    segments = {(int(buffer.episode[i]), i % 50 // 10) for i in val}
+    assert len(segments) == 5  # five whole segments of ten rows
+    assert sorted(val) == sorted(
+        i for i in range(100) if (int(buffer.episode[i]), i % 50 // 10) in segments
+    )
+    assert set(buffer.episode[val]) == {0, 1}  # both episodes contribute (with this seed)
 
 
 def test_minibatches_cover_every_index_once():

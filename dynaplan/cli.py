@@ -1,4 +1,4 @@
-"""The command line: ``dynaplan {train,evaluate,demo,...}``; the only place that parses args.
+"""The command line: ``dynaplan {train,baseline,compare,...}``; the only place that parses args.
 
 Every subcommand is a thin layer over the Python API. Errors the user can fix are
 printed as one line, with exit code 2 and no traceback.
@@ -15,8 +15,10 @@ from typing import Annotated, Literal
 
 import tyro
 
+from dynaplan.agents.baselines import BaselineConfig
 from dynaplan.config import TrainConfig, load_preset
 from dynaplan.errors import ConfigError, DynaplanError
+from dynaplan.loop import RunResult
 
 
 @dataclass
@@ -30,6 +32,37 @@ class TrainCommand:
     """Start from a tuned preset (e.g. pendulum, hopper); flags given here override it."""
     resume: Path | None = None
     """Continue the run in this folder from its last checkpoint; other flags are ignored."""
+
+
+@dataclass
+class BaselineCommand:
+    """Train a baseline (SB3 PPO or SAC) or evaluate a zero/random policy, or resume one."""
+
+    config: Annotated[BaselineConfig, tyro.conf.arg(name="")]
+    out: Path | None = None
+    """Run folder to create (must not hold a run); default runs/<env>-<algo>-<time>."""
+    resume: Path | None = None
+    """Continue the run in this folder from its last checkpoint; other flags are ignored."""
+
+
+@dataclass
+class CompareCommand:
+    """Compare runs across seeds: curves with 95% CIs, returns at budgets, steps to a threshold."""
+
+    run_dirs: Annotated[
+        tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR...")
+    ] = ()
+    """Run folders or quoted glob patterns, e.g. 'runs/hopper-*/seed_*'; grouped by algo/variant."""
+    out: Path | None = None
+    """Output folder for curves.png, summary.csv and summary.md; default runs/compare-<time>."""
+    threshold: float | None = None
+    """Report the env steps to first reach this evaluation return."""
+    budgets: tuple[int, ...] = ()
+    """Env-step budgets for the return table; default the last env step of any run."""
+    log_x: bool = False
+    """Log-scale env-step axis."""
+    reference: tuple[str, ...] = ()
+    """Horizontal reference lines LABEL=VALUE, e.g. "paper MBRL=250"."""
 
 
 @dataclass
@@ -100,6 +133,10 @@ def _train(args: list[str]) -> None:
         config = command.config
         out = command.out or _default_out(f"{config.env}-{config.planner}")
         result = loop.train(config, out)
+    _print_done(result)
+
+
+def _print_done(result: RunResult) -> None:
     last = result.metrics[-1] if result.metrics else None
     if last is not None:
         print(
@@ -107,6 +144,44 @@ def _train(args: list[str]) -> None:
             f"{last['eval_return_mean']:.1f} ± {last['eval_return_std']:.1f}; "
             f"run folder {result.run_dir}"
         )
+
+
+def _baseline(args: list[str]) -> None:
+    from dynaplan.agents import baselines
+
+    command = tyro.cli(BaselineCommand, args=args, prog="dynaplan baseline")
+    if command.resume is not None:
+        result = baselines.resume_baseline(command.resume)
+    else:
+        config = command.config
+        out = command.out or _default_out(f"{config.env}-{config.algo}")
+        result = baselines.run_baseline(config, out)
+    _print_done(result)
+
+
+def _compare(args: list[str]) -> None:
+    from dynaplan.analysis.compare import compare
+
+    command = tyro.cli(CompareCommand, args=args, prog="dynaplan compare")
+    out = command.out or _default_out("compare")
+    result = compare(
+        command.run_dirs, out, command.budgets, command.threshold, command.reference, command.log_x
+    )
+    for summary in result.summaries:
+        final = summary.budgets[-1]
+        line = (
+            f"  {summary.label:<28} {len(summary.runs)} seed(s), return @ {final.budget:,} steps "
+            f"{final.mean:.1f} ± {final.std:.1f}"
+        )
+        if summary.threshold is not None:
+            t = summary.threshold
+            line += f", reached {t.threshold:g}: {t.reached}/{t.n}"
+            if t.reached:
+                line += f" (median {t.median:,.0f} steps)"
+        print(line)
+    for note in result.skipped:
+        print(f"  skipped {note}")
+    print(f"wrote {', '.join(path.name for path in result.files)} to {out}")
 
 
 def _evaluate(args: list[str]) -> None:
@@ -224,6 +299,8 @@ def _value_of(flag: str, args: list[str]) -> str | None:
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "train": (_train, TrainCommand.__doc__ or ""),
+    "baseline": (_baseline, BaselineCommand.__doc__ or ""),
+    "compare": (_compare, CompareCommand.__doc__ or ""),
     "evaluate": (_evaluate, EvaluateCommand.__doc__ or ""),
     "demo": (_demo, DemoCommand.__doc__ or ""),
     "model-error": (_model_error, ModelErrorCommand.__doc__ or ""),
@@ -249,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; resume with: dynaplan train --resume RUN_DIR", file=sys.stderr)
+        resumable = argv[0] if argv[0] in ("train", "baseline") else "train"
+        print(f"interrupted; resume with: dynaplan {resumable} --resume RUN_DIR", file=sys.stderr)
         return 130
     return 0
 

@@ -1,0 +1,192 @@
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from dynaplan import loop
+from dynaplan.agents.baselines import BaselineConfig, run_baseline
+from dynaplan.analysis.compare import (
+    Run,
+    bootstrap_ci,
+    compare,
+    group_runs,
+    load_runs,
+    mean_band,
+    parse_reference,
+    run_label,
+    summarise,
+)
+from dynaplan.cli import main
+from dynaplan.envs import POINT_MASS_ID
+from dynaplan.errors import ConfigError
+from dynaplan.rundir import RunDir
+from tests.conftest import toy_config
+
+PPO = {"kind": "baseline", "algo": "ppo", "preset": "default", "env": "Hopper-v5"}
+MBRL = {"planner": "grad", "model": "mlp", "horizon": 10, "env": "Hopper-v5"}
+
+
+def write_run(path, config: dict, seed: int, steps, returns) -> None:
+    """A synthetic run folder: config.json and metrics.csv with known evaluations."""
+    run = RunDir.create(path)
+    run.config.write_text(json.dumps({**config, "seed": seed}))
+    for k, (step, ret) in enumerate(zip(steps, returns, strict=True)):
+        run.append_metrics(
+            {"iteration": k + 1, "env_steps": step, "eval_return_mean": ret, "wall_s": 1.0}
+        )
+
+
+def synthetic(step_returns: list[tuple[list[int], list[float]]]) -> list[Run]:
+    return [
+        Run(path=f"r{k}", label="x", env="e", seed=k, steps=np.array(s), returns=np.array(r))
+        for k, (s, r) in enumerate(step_returns)
+    ]
+
+
+def test_labels_from_configs():
+    assert run_label(MBRL) == "mbrl grad mlp H10"
+    assert run_label(PPO) == "ppo"
+    assert run_label({**PPO, "preset": "zoo"}) == "ppo zoo"
+    assert run_label({"kind": "baseline", "algo": "zero", "preset": "default"}) == "zero"
+
+
+def test_band_is_on_the_common_grid_and_contains_the_mean():
+    runs = synthetic(
+        [
+            ([100, 300, 500], [0.0, 20.0, 40.0]),
+            ([200, 300, 400], [10.0, 30.0, 50.0]),
+            ([100, 200, 300, 400, 500], [5.0, 5.0, 5.0, 5.0, 5.0]),
+        ]
+    )
+    band = mean_band(runs)
+    # where every seed has evaluations: from the latest first (200) to the earliest last (400)
+    np.testing.assert_array_equal(band.steps, [200, 300, 400])
+    # seed 0 interpolated: 10 at 200, 20 at 300, 30 at 400
+    np.testing.assert_allclose(band.mean, [(10 + 10 + 5) / 3, (20 + 30 + 5) / 3, (30 + 50 + 5) / 3])
+    assert np.all(band.low <= band.mean) and np.all(band.mean <= band.high)
+    assert np.all(band.high - band.low > 0)
+    same = mean_band(synthetic([([1, 2], [3.0, 4.0])] * 3))
+    np.testing.assert_array_equal(same.low, same.high)  # no spread, no band
+
+
+def test_bootstrap_is_fixed_and_sensible():
+    values = np.random.default_rng(1).normal(size=(10, 4))
+    low, high = bootstrap_ci(values)
+    again = bootstrap_ci(values)
+    np.testing.assert_array_equal(low, again[0])
+    np.testing.assert_array_equal(high, again[1])
+    mean, sem = values.mean(0), values.std(0, ddof=1) / math.sqrt(10)
+    # a percentile bootstrap of the mean is close to mean ± 1.96 standard errors
+    np.testing.assert_allclose(high - low, 2 * 1.96 * sem, rtol=0.25)
+    assert np.all((low < mean) & (mean < high))
+    with pytest.raises(ValueError):
+        bootstrap_ci(np.zeros(3))
+
+
+def test_budgets_take_the_last_evaluation_at_or_before_them():
+    runs = synthetic([([100, 200, 300], [1.0, 2.0, 3.0]), ([150, 250, 350], [10.0, 20.0, 30.0])])
+    assert math.isnan(runs[0].return_at(99))
+    assert runs[0].return_at(100) == 1.0
+    assert runs[0].return_at(250) == 2.0
+    assert runs[0].return_at(10_000) == 3.0
+    stats = summarise("x", runs, [120, 200, 300], None).budgets
+    assert [b.n for b in stats] == [1, 2, 2]
+    assert stats[0].mean == 1.0 and stats[0].std == 0.0
+    assert stats[1].mean == pytest.approx(6.0) and stats[1].std == pytest.approx(4.0)
+    assert stats[2].mean == pytest.approx(11.5)  # 3.0 and 20.0
+    assert stats[2].ci_low <= stats[2].mean <= stats[2].ci_high
+
+
+def test_steps_to_threshold_median_iqr_and_count():
+    runs = synthetic(
+        [
+            ([100, 200, 300, 400], [5.0, 9.0, 9.5, 9.0]),  # reaches 9 at 200
+            ([100, 200, 300, 400], [10.0, 0.0, 0.0, 0.0]),  # at 100
+            ([100, 200, 300, 400], [0.0, 1.0, 2.0, 9.0]),  # at 400
+            ([100, 200, 300, 400], [0.0, 1.0, 2.0, 8.9]),  # never
+        ]
+    )
+    t = summarise("x", runs, [400], threshold=9.0).threshold
+    assert (t.reached, t.n) == (3, 4)
+    assert t.median == 200.0  # of 100, 200, 400
+    assert (t.q25, t.q75) == (150.0, 300.0)  # linear interpolation between order statistics
+    none = summarise("x", runs[3:], [400], threshold=9.0).threshold
+    assert none.reached == 0 and math.isnan(none.median)
+
+
+def test_compare_groups_globs_and_writes_files(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed, offset in enumerate([0.0, 10.0, 20.0]):
+        write_run(runs / f"ppo-{seed}", PPO, seed, [1000, 2000, 3000], [offset, offset + 100, 250])
+        write_run(runs / f"mbrl-{seed}", MBRL, seed, [500, 1000, 1500], [offset, 300, 320])
+    (runs / "notes").mkdir()  # not a run: ignored by the glob
+    write_run(runs / "ppo-empty", PPO, 9, [], [])  # no evaluations yet: skipped, with a note
+    out = tmp_path / "cmp"
+    # overlapping patterns: each run counts once
+    result = compare(
+        [str(runs / "ppo-*"), str(runs / "mbrl-*"), str(runs / "ppo-0")],
+        out,
+        budgets=[1000, 2000],
+        threshold=250,
+        references=["paper MBRL=250"],
+    )
+    assert {p.name for p in out.iterdir()} == {"curves.png", "summary.csv", "summary.md"}
+    by_label = {s.label: s for s in result.summaries}
+    assert set(by_label) == {"ppo", "mbrl grad mlp H10"}
+    assert by_label["ppo"].seeds == [0, 1, 2] and by_label["mbrl grad mlp H10"].seeds == [0, 1, 2]
+    assert [b.mean for b in by_label["ppo"].budgets] == [10.0, 110.0]
+    assert [b.mean for b in by_label["mbrl grad mlp H10"].budgets] == [300.0, 320.0]
+    assert by_label["ppo"].threshold.median == 3000 and by_label["ppo"].threshold.reached == 3
+    assert by_label["mbrl grad mlp H10"].threshold.median == 1000
+    assert len(result.skipped) == 1 and "ppo-empty" in result.skipped[0]
+    with open(out / "summary.csv", newline="") as f:
+        rows = {r["group"]: r for r in csv.DictReader(f)}
+    assert float(rows["ppo"]["return_at_2000_mean"]) == 110.0
+    assert rows["ppo"]["reached"] == "3"
+    md = (out / "summary.md").read_text()
+    assert "| ppo | 3 | 10.0 ± 8.2" in md and "3,000 [3,000, 3,000] | 3/3" in md
+
+    # the CLI expands a quoted pattern itself
+    assert main(["compare", str(runs / "*-[01]"), "--out", str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    assert "ppo" in printed and "2 seed(s)" in printed
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    assert main(["compare", str(tmp_path / "nothing-*"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no run folders") and "\n" not in err
+    assert main(["compare", "--out", str(tmp_path / "o")]) == 2
+    assert "no run folders" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="LABEL=VALUE"):
+        parse_reference("paper 250")
+    assert parse_reference("a=b=3") == ("a=b", 3.0)
+
+
+def test_runs_of_several_envs_are_labelled_by_env(tmp_path):
+    write_run(tmp_path / "a", PPO, 0, [100], [1.0])
+    write_run(tmp_path / "b", {**PPO, "env": "Ant-v5"}, 0, [100], [2.0])
+    runs, _ = load_runs([str(tmp_path / "*")])
+    assert set(group_runs(runs)) == {"Hopper-v5 ppo", "Ant-v5 ppo"}
+
+
+def test_a_real_mbrl_run_and_a_zero_baseline_compare(tmp_path):
+    loop.train(toy_config(total_steps=300), tmp_path / "mbrl")
+    zero = BaselineConfig(
+        env=POINT_MASS_ID,
+        algo="zero",
+        total_steps=300,
+        eval_every=100,
+        eval_episodes=2,
+        progress=False,
+    )
+    run_baseline(zero, tmp_path / "zero")
+    result = compare([str(tmp_path / "*")], tmp_path / "cmp", threshold=-10, log_x=True)
+    by_label = {s.label: s for s in result.summaries}
+    assert set(by_label) == {"mbrl grad mlp H3", "zero"}
+    assert [b.budget for b in by_label["zero"].budgets] == [300]
+    assert (tmp_path / "cmp" / "curves.png").stat().st_size > 0

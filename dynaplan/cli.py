@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 import tyro
 
 from dynaplan.agents.baselines import BaselineConfig
+from dynaplan.analysis.compare import Comparison
 from dynaplan.config import TrainConfig, load_preset
 from dynaplan.errors import ConfigError, DynaplanError
 from dynaplan.loop import RunResult
@@ -66,8 +67,24 @@ class CompareCommand:
 
 
 @dataclass
+class ExperimentCommand:
+    """Run one of the paper's comparisons (seeds x variants in parallel), then compare them."""
+
+    name: tyro.conf.Positional[str]
+    """pendulum, hopper or ant."""
+    seeds: int = 3
+    """Seeds per variant."""
+    jobs: int = 2
+    """Runs in parallel (one process each)."""
+    budget: str = "full"
+    """full (the presets' budgets) or small (minutes on a 2-core CPU)."""
+    out: Path | None = None
+    """Output folder (runs/ and compare/ inside); default runs/experiment-<name>-<time>."""
+
+
+@dataclass
 class EvaluateCommand:
-    """Evaluate the MPC agent of a saved run on fresh episodes."""
+    """Evaluate the agent of a saved run (MPC or baseline) on fresh episodes."""
 
     run_dir: tyro.conf.Positional[Path]
     episodes: int = 5
@@ -167,6 +184,10 @@ def _compare(args: list[str]) -> None:
     result = compare(
         command.run_dirs, out, command.budgets, command.threshold, command.reference, command.log_x
     )
+    _print_comparison(result, out)
+
+
+def _print_comparison(result: Comparison, out: Path) -> None:
     for summary in result.summaries:
         final = summary.budgets[-1]
         line = (
@@ -184,13 +205,28 @@ def _compare(args: list[str]) -> None:
     print(f"wrote {', '.join(path.name for path in result.files)} to {out}")
 
 
+def _experiment(args: list[str]) -> None:
+    from dynaplan.experiments import run_experiment
+
+    command = tyro.cli(ExperimentCommand, args=args, prog="dynaplan experiment")
+    out = command.out or _default_out(f"experiment-{command.name}")
+    print(
+        f"dynaplan experiment {command.name} ({command.budget}): {command.seeds} seed(s), "
+        f"{command.jobs} job(s), output {out}"
+    )
+    result = run_experiment(command.name, command.seeds, command.jobs, out, command.budget)
+    _print_comparison(result, out / "compare")
+
+
 def _evaluate(args: list[str]) -> None:
+    from dynaplan.agents.baselines import is_baseline_run, load_baseline_agent
     from dynaplan.agents.factory import load_mpc_agent
     from dynaplan.envs import make_env
     from dynaplan.evaluation import evaluate
 
     command = tyro.cli(EvaluateCommand, args=args, prog="dynaplan evaluate")
-    agent, config = load_mpc_agent(command.run_dir)
+    load = load_baseline_agent if is_baseline_run(command.run_dir) else load_mpc_agent
+    agent, config = load(command.run_dir)
     env = make_env(config.env, **config.env_kwargs)
     result = evaluate(agent, env, command.episodes, command.seed)
     print(
@@ -301,6 +337,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "train": (_train, TrainCommand.__doc__ or ""),
     "baseline": (_baseline, BaselineCommand.__doc__ or ""),
     "compare": (_compare, CompareCommand.__doc__ or ""),
+    "experiment": (_experiment, ExperimentCommand.__doc__ or ""),
     "evaluate": (_evaluate, EvaluateCommand.__doc__ or ""),
     "demo": (_demo, DemoCommand.__doc__ or ""),
     "model-error": (_model_error, ModelErrorCommand.__doc__ or ""),

@@ -312,6 +312,12 @@ def resume_baseline(run_dir: str | Path) -> RunResult:
     return _run(config, run, model, eval_env, checkpoint)
 
 
+def is_baseline_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a baseline run (rather than an MBRL run)."""
+    config = RunDir(run_dir).config
+    return config.is_file() and json.loads(config.read_text()).get("kind") == BASELINE_KIND
+
+
 def load_baseline_agent(run_dir: str | Path, device: str = "cpu") -> tuple[Agent, BaselineConfig]:
     """The agent of a baseline run's last checkpoint (deterministic), and its config."""
     run = RunDir.open(run_dir)

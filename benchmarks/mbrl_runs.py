@@ -32,7 +32,15 @@ def run_seed(preset: str, seed: int, folder: str, threshold: float | None) -> di
     from dynaplan.rundir import RunDir
 
     run_dir = Path(folder) / f"seed_{seed}"
-    if RunDir(run_dir).checkpoint.exists():
+    run = RunDir(run_dir)
+    rows = run.read_metrics()
+    finished = rows and (
+        rows[-1]["env_steps"] >= load_preset(preset).total_steps
+        or (threshold is not None and rows[-1]["eval_return_mean"] >= threshold)
+    )
+    if finished:
+        result = loop.RunResult(run_dir, rows)
+    elif run.checkpoint.exists():
         result = loop.resume(run_dir)
     else:
         config = load_preset(preset)

@@ -229,8 +229,10 @@ def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult
             return action
 
         collector.run(noisy_mpc, target, agent.reset, on_step=show)
-        collected = max(len(buffer) - steps_before, 1)
-        plan_ms = 1000 * (agent.plan_seconds - seconds_before) / collected
+        collected = len(buffer) - steps_before  # 0 when a resumed run had them all
+        plan_ms = (
+            1000 * (agent.plan_seconds - seconds_before) / collected if collected else math.nan
+        )
         finished = collector.finished_returns[finished_before:]
         result = evaluate(agent, eval_env, config.eval_episodes, EVAL_SEED_OFFSET + 100 * iteration)
         agent.reset()

@@ -28,7 +28,8 @@ def rows() -> list[str]:
             f"| InvertedPendulum-v5, gradient MPC, {len(steps)} seeds: env steps to return 1000 "
             f"| median {pendulum['steps_to_threshold_median']:.0f}; reached "
             f"{pendulum['reached']}, {within_2k}/{len(steps)} within 2,000 "
-            f"| SB3 PPO defaults: 25k–35k (figure quoted in issue #3, not rerun here); paper: ~30× fewer than PPO | {pendulum['machine']} |"
+            "| SB3 PPO defaults: 25k–35k (quoted in issue #3, not rerun here); "
+            f"paper: ~30× fewer than PPO | {pendulum['machine']} |"
         )
     hopper = _load("hopper.json")
     if hopper:

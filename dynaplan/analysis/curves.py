@@ -20,8 +20,9 @@ def plot_learning_curve(rows: list[dict[str, float]], path: str | Path, title: s
     ax.plot(steps, mean, marker="o", label="evaluation return")
     ax.fill_between(steps, mean - std, mean + std, alpha=0.25)
     train = np.array([r["train_return"] for r in rows])
-    if np.isfinite(train).any():
-        ax.plot(steps, train, linestyle="--", alpha=0.7, label="training episodes")
+    finite = np.isfinite(train)  # NaN where no training episode ended in an iteration
+    if finite.any():
+        ax.plot(steps[finite], train[finite], "x--", alpha=0.7, label="training episodes")
     ax.set_xlabel("env steps")
     ax.set_ylabel("return")
     ax.set_title(title)

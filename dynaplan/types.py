@@ -47,6 +47,9 @@ class Planner(Protocol):
     """Optimises an action sequence ``[H, A]`` for an objective, warm-started between calls."""
 
     horizon: int
+    device: torch.device
+    generator: torch.Generator
+    """The planner's own randomness; the MPC agent hands it to the objective too."""
 
     def plan(self, objective: Objective, steps_since_last_plan: int = 1) -> Tensor:
         """Best action sequence ``[H, A]``; the previous plan, shifted, seeds the search."""

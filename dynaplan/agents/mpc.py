@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from dynaplan.models import DynamicsModel
-from dynaplan.planners import ModelObjective, PlannerBase
+from dynaplan.planners import ModelObjective
 from dynaplan.planners.objective import TerminalValue
 from dynaplan.tasks import Task
-from dynaplan.types import Propagation, as_tensor
+from dynaplan.types import Planner, Propagation, as_tensor
 
 
 class MPCAgent:
@@ -28,7 +28,7 @@ class MPCAgent:
         self,
         model: DynamicsModel,
         task: Task,
-        planner: PlannerBase,
+        planner: Planner,
         gamma: float = 1.0,
         particles: int = 1,
         propagation: Propagation = Propagation.EXPECTATION,

@@ -19,6 +19,7 @@ from dynaplan.agents.baselines import BaselineConfig
 from dynaplan.analysis.compare import Comparison
 from dynaplan.config import TrainConfig, load_preset
 from dynaplan.errors import ConfigError, DynaplanError
+from dynaplan.imitation.clone import CloneConfig
 from dynaplan.loop import RunResult
 
 
@@ -47,6 +48,17 @@ class BaselineCommand:
 
 
 @dataclass
+class CloneCommand:
+    """Clone a run's MPC controller into an SB3 PPO policy (behaviour cloning or DAgger)."""
+
+    run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
+    """A dynaplan train run: its MPC data (and, for dagger, its model) are the expert."""
+    config: Annotated[CloneConfig, tyro.conf.arg(name="")]
+    out: Path | None = None
+    """Folder for policy.zip and clone.json; default RUN_DIR/clone-<method>."""
+
+
+@dataclass
 class CompareCommand:
     """Compare runs across seeds: curves with 95% CIs, returns at budgets, steps to a threshold."""
 
@@ -71,7 +83,8 @@ class ExperimentCommand:
     """Run one of the paper's comparisons (seeds x variants in parallel), then compare them."""
 
     name: tyro.conf.Positional[str]
-    """pendulum, hopper or ant."""
+    """pendulum, hopper, ant (learning curves), planners, model-error (one trained Hopper
+    model) or warmstart (PPO from MPC clones)."""
     seeds: int = 3
     """Seeds per variant."""
     jobs: int = 2
@@ -215,7 +228,10 @@ def _experiment(args: list[str]) -> None:
         f"{command.jobs} job(s), output {out}"
     )
     result = run_experiment(command.name, command.seeds, command.jobs, out, command.budget)
-    _print_comparison(result, out / "compare")
+    if result.comparison is not None:
+        _print_comparison(result.comparison, out / "compare")
+    if result.files:
+        print(f"analysis: {', '.join(str(path) for path in result.files)}")
 
 
 def _evaluate(args: list[str]) -> None:
@@ -252,6 +268,24 @@ def _demo(args: list[str]) -> None:
     else:
         print(f"solved: evaluation return {SOLVED_RETURN:g} reached after {steps} env steps")
     print(f"learning curve: {result.run_dir / 'learning_curve.png'}")
+
+
+def _clone(args: list[str]) -> None:
+    from dynaplan.imitation.clone import clone
+
+    command = tyro.cli(CloneCommand, args=args, prog="dynaplan clone")
+    out = command.out or command.run_dir / f"clone-{command.config.method}"
+    result = clone(command.run_dir, out, command.config)
+    report = result.report
+    print(
+        f"{report['env']}: {command.config.method} clone on {report['pairs']} pairs, "
+        f"return {result.clone_return:.1f} ± {report['clone']['return_std']:.1f} "
+        f"over {command.config.eval_episodes} episodes"
+    )
+    expert = report["expert"]
+    if "return_mean" in expert:
+        print(f"MPC expert on the same episodes: {expert['return_mean']:.1f}")
+    print(f"wrote {out / 'policy.zip'} (stable_baselines3.PPO.load) and {out / 'clone.json'}")
 
 
 def _model_error(args: list[str]) -> None:
@@ -336,6 +370,7 @@ def _value_of(flag: str, args: list[str]) -> str | None:
 COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "train": (_train, TrainCommand.__doc__ or ""),
     "baseline": (_baseline, BaselineCommand.__doc__ or ""),
+    "clone": (_clone, CloneCommand.__doc__ or ""),
     "compare": (_compare, CompareCommand.__doc__ or ""),
     "experiment": (_experiment, ExperimentCommand.__doc__ or ""),
     "evaluate": (_evaluate, EvaluateCommand.__doc__ or ""),

@@ -41,6 +41,7 @@ from dynaplan.analysis.curves import plot_learning_curve
 from dynaplan.envs import make_env
 from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.evaluation import evaluate
+from dynaplan.imitation.policy import warm_start_ppo
 from dynaplan.loop import EVAL_SEED_OFFSET, RunResult
 from dynaplan.rundir import RunDir
 from dynaplan.types import Agent
@@ -168,6 +169,13 @@ class BaselineConfig:
     """Python API only: SB3 keyword arguments on top of the preset (e.g. {"n_steps": 64})."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for gym.make."""
+    init: str | None = None
+    """ppo: folder of a dynaplan clone whose policy PPO starts from (evaluated at step 0 too)."""
+    init_log_std: float = -2.0
+    """ppo with init: the starting log-std, small so the first rollouts act like the clone."""
+    init_value_episodes: int = 0
+    """ppo with init: pre-train the critic on the Monte-Carlo returns of this many clone
+    rollouts (extra env steps, not counted in total_steps)."""
     device: str = "auto"
     """auto, cpu or cuda (cuda:N) for the SB3 networks."""
     threads: int = 1
@@ -190,6 +198,10 @@ class BaselineConfig:
             raise ConfigError(
                 f"the {self.algo} policy does not learn; it takes no preset or algo_kwargs"
             )
+        if self.init is not None and self.algo != "ppo":
+            raise ConfigError(f"--init warm-starts PPO only, not {self.algo}")
+        if self.init_value_episodes < 0:
+            raise ConfigError(f"init_value_episodes must be >= 0, got {self.init_value_episodes}")
         if self.preset == "zoo" and (self.algo, self.env) not in ZOO:
             tuned = ", ".join(f"{a} {e}" for a, e in ZOO)
             raise ConfigError(
@@ -204,9 +216,10 @@ class BaselineConfig:
         return ZooHyperparams({**base.kwargs, **self.algo_kwargs}, base.normalize)
 
     def eval_grid(self) -> list[int]:
-        """Env steps of the evaluations: every ``eval_every``, and ``total_steps``."""
+        """Env steps of the evaluations: every ``eval_every``, and ``total_steps``; with
+        ``init`` also 0, the starting (cloned) policy."""
         grid = list(range(self.eval_every, self.total_steps, self.eval_every))
-        return [*grid, self.total_steps]
+        return [0, *grid, self.total_steps] if self.init else [*grid, self.total_steps]
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": BASELINE_KIND, **dataclasses.asdict(self)}
@@ -352,12 +365,26 @@ def _new_model(config: BaselineConfig, device: torch.device) -> BaseAlgorithm:
         kwargs["buffer_size"] = min(kwargs.get("buffer_size", default), config.total_steps)
     venv = _make_vec_env(config, hyper.normalize, kwargs.get("gamma", 0.99))
     try:
-        return LEARNERS[config.algo](
+        model = LEARNERS[config.algo](
             "MlpPolicy", venv, seed=config.seed, device=device, verbose=0, **kwargs
         )
     except (TypeError, ValueError, AssertionError) as exc:
         venv.close()
         raise ConfigError(f"{config.algo} rejects its hyperparameters: {exc}") from exc
+    if config.init is not None:
+        env = make_env(config.env, **config.env_kwargs)
+        try:
+            warm_start_ppo(
+                model,
+                config.init,
+                config.init_log_std,
+                config.init_value_episodes,
+                env,
+                seed=config.seed,
+            )
+        finally:
+            env.close()
+    return model
 
 
 def _load_model(
@@ -546,6 +573,8 @@ def _run(
         else:
             _remove_unreferenced(run, checkpoint["files"])
             model.set_random_seed(config.seed + recorder.iteration)
+        if not recorder.done and recorder.next_step == 0:
+            recorder.step(SB3Agent(model, model.get_vec_normalize_env()), 0)
         remaining = config.total_steps - model.num_timesteps
         if remaining > 0 and not recorder.done:
             model.learn(remaining, callback=_RecordingCallback(recorder), reset_num_timesteps=False)

@@ -3,7 +3,8 @@
 ``dynaplan experiment NAME --seeds N --jobs J --out DIR [--budget small|full]`` runs every
 variant of ``NAME`` for every seed (each a normal run folder under ``DIR/runs/VARIANT/
 seed_S``; one that exists is resumed, one that finished is skipped) and writes the
-comparison into ``DIR/compare``.
+comparison into ``DIR/compare``. Experiments built on one trained model (``planners``,
+``model-error``, ``warmstart``) first train it into ``DIR/expert`` the same way.
 """
 
 from __future__ import annotations
@@ -42,12 +43,29 @@ BUDGETS = {
 
 @dataclass(frozen=True)
 class Experiment:
-    """Variants (name -> config without a seed) and how to compare them."""
+    """A figure: variants × seeds compared on learning curves, and/or an analysis of an expert.
 
-    variants: Callable[[Budget], dict[str, RunConfig]]
+    ``expert`` names the preset of one MBRL run (seed 0) trained into ``OUT/expert`` before
+    anything else; put an existing run folder there to reuse it. ``prepare`` then makes what
+    the variants need (e.g. clones of the expert); ``analysis`` runs last and returns the
+    files it wrote.
+    """
+
+    variants: Callable[[Budget, Path], dict[str, RunConfig]] = lambda budget, out: {}
     threshold: float | None = None
     references: tuple[str, ...] = ()
     log_x: bool = False
+    expert: str | None = None
+    prepare: Callable[[Path, Budget], None] | None = None
+    analysis: Callable[[Path, Budget], list[Path]] | None = None
+
+
+@dataclass
+class ExperimentResult:
+    """The learning-curve comparison (None without variants) and the analysis files."""
+
+    comparison: Comparison | None
+    files: list[Path]
 
 
 def _mbrl(preset: str, budget: Budget, **changes) -> TrainConfig:
@@ -74,7 +92,7 @@ def _baseline(env: str, algo: str, full_steps: int, budget: Budget, **kwargs) ->
     )
 
 
-def _pendulum(budget: Budget) -> dict[str, RunConfig]:
+def _pendulum(budget: Budget, out: Path) -> dict[str, RunConfig]:
     env = "InvertedPendulum-v5"
     return {
         "mbrl-H1": _mbrl("pendulum", budget, horizon=1),
@@ -83,7 +101,7 @@ def _pendulum(budget: Budget) -> dict[str, RunConfig]:
     }
 
 
-def _hopper(budget: Budget) -> dict[str, RunConfig]:
+def _hopper(budget: Budget, out: Path) -> dict[str, RunConfig]:
     env = "Hopper-v5"
     variants: dict[str, RunConfig] = {
         f"mbrl-mlp-H{h}": _mbrl("hopper", budget, horizon=h) for h in (1, 5, 10)
@@ -95,12 +113,74 @@ def _hopper(budget: Budget) -> dict[str, RunConfig]:
     return variants
 
 
-def _ant(budget: Budget) -> dict[str, RunConfig]:
+def _ant(budget: Budget, out: Path) -> dict[str, RunConfig]:
     env, obs27 = "Ant-v5", {"include_cfrc_ext_in_observation": False}
     variants: dict[str, RunConfig] = {"mbrl-mlp-H10": _mbrl("ant", budget)}
     for algo in ("sac", "zero", "random"):
         variants[algo] = _baseline(env, algo, 200_000, budget, env_kwargs=obs27)
     return variants
+
+
+def _expert_dir(out: Path) -> Path:
+    return out / "expert"
+
+
+def _clone_dir(out: Path, method: str) -> Path:
+    return out / "clones" / method
+
+
+def _clone_expert(out: Path, budget: Budget) -> None:
+    """The expert's bc and dagger clones (each made once; an existing clone is kept)."""
+    from dynaplan.imitation.clone import CloneConfig, clone
+    from dynaplan.imitation.policy import POLICY_FILE
+
+    for method in ("bc", "dagger"):
+        if (_clone_dir(out, method) / POLICY_FILE).exists():
+            continue
+        episodes = budget.eval_episodes or 5
+        config = CloneConfig(method=method, progress=False, expert_episodes=episodes)
+        if budget.small:
+            config = dataclasses.replace(
+                config, epochs=5, dagger_rounds=1, dagger_steps=50, eval_episodes=1
+            )
+        clone(_expert_dir(out), _clone_dir(out, method), config)
+
+
+def _warmstart(budget: Budget, out: Path) -> dict[str, RunConfig]:
+    env = "Hopper-v5"
+    variants: dict[str, RunConfig] = {"ppo": _baseline(env, "ppo", 200_000, budget)}
+    for method in ("bc", "dagger"):
+        init = str(_clone_dir(out, method))
+        variants[f"ppo-{method}"] = _baseline(env, "ppo", 200_000, budget, init=init)
+    return variants
+
+
+def _planner_analysis(out: Path, budget: Budget) -> list[Path]:
+    from dynaplan.analysis.planners import compare_planners, write_planner_comparison
+
+    episodes = budget.eval_episodes or 5
+    scores = compare_planners(_expert_dir(out), episodes, seed=2024)
+    return write_planner_comparison(scores, _expert_dir(out), episodes, out / "planners")
+
+
+def _model_error_analysis(out: Path, budget: Budget) -> list[Path]:
+    """Fig. 5–8 on a fresh episode of the expert's own MPC controller (held-out data)."""
+    from dynaplan.agents.factory import load_mpc_agent
+    from dynaplan.analysis import model_error
+    from dynaplan.envs import make_env
+
+    model, config, _ = model_error.load_run_model(_expert_dir(out))
+    agent, _ = load_mpc_agent(_expert_dir(out), "cpu")
+    agent.reset()
+    env = make_env(config.env, **config.env_kwargs)
+    seed = 2024
+    episode = model_error.collect_episode(env, agent.act, seed, f"fresh MPC episode, seed {seed}")
+    env.close()
+    features = model_error.default_features(config.env, model.obs_dim, config.env_kwargs)
+    report = model_error.analyse_episode(
+        model, episode.obs, episode.actions, episode.next_obs, features, label=episode.label
+    )
+    return model_error.write_report(report, out / "model_error")
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -109,6 +189,11 @@ EXPERIMENTS: dict[str, Experiment] = {
         _hopper, references=("paper MBRL=250", "Nagabandi MBRL=100", "paper PPO 500k=1000")
     ),
     "ant": Experiment(_ant),
+    "planners": Experiment(expert="hopper", analysis=_planner_analysis),
+    "model-error": Experiment(expert="hopper", analysis=_model_error_analysis),
+    "warmstart": Experiment(
+        _warmstart, expert="hopper", prepare=_clone_expert, references=("paper clone=180",)
+    ),
 }
 
 
@@ -142,29 +227,37 @@ def _finished(run: RunDir, total_steps: int) -> bool:
 
 def run_experiment(
     name: str, seeds: int, jobs: int, out: str | Path, budget: str = "full"
-) -> Comparison:
-    """Every variant × seed of experiment ``name`` in ``jobs`` processes, then the comparison."""
+) -> ExperimentResult:
+    """Experiment ``name``: its expert, every variant × seed in ``jobs`` processes, analysis."""
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {sorted(BUDGETS)}")
     if seeds <= 0 or jobs <= 0:
         raise ConfigError(f"seeds and jobs must be positive, got {seeds}, {jobs}")
-    experiment = EXPERIMENTS[name]
-    out = Path(out)
+    experiment, level, out = EXPERIMENTS[name], BUDGETS[budget], Path(out)
+    if experiment.expert is not None:
+        expert = dataclasses.replace(_mbrl(experiment.expert, level), seed=0, progress=False)
+        run_one(expert.validate(), str(_expert_dir(out)))
+    if experiment.prepare is not None:
+        experiment.prepare(out, level)
     tasks = []
-    for variant, config in experiment.variants(BUDGETS[budget]).items():
+    for variant, config in experiment.variants(level, out).items():
         for seed in range(seeds):
             seeded = dataclasses.replace(config, seed=seed, progress=False)
             seeded.validate()
             tasks.append((seeded, str(out / "runs" / variant / f"seed_{seed}")))
-    with ProcessPoolExecutor(jobs) as pool:
-        for future in [pool.submit(run_one, config, run_dir) for config, run_dir in tasks]:
-            future.result()
-    return compare(
-        [str(out / "runs" / "*" / "seed_*")],
-        out / "compare",
-        threshold=experiment.threshold,
-        references=experiment.references,
-        log_x=experiment.log_x,
-    )
+    comparison = None
+    if tasks:
+        with ProcessPoolExecutor(jobs) as pool:
+            for future in [pool.submit(run_one, config, run_dir) for config, run_dir in tasks]:
+                future.result()
+        comparison = compare(
+            [str(out / "runs" / "*" / "seed_*")],
+            out / "compare",
+            threshold=experiment.threshold,
+            references=experiment.references,
+            log_x=experiment.log_x,
+        )
+    files = [] if experiment.analysis is None else experiment.analysis(out, level)
+    return ExperimentResult(comparison, files)

@@ -1,7 +1,10 @@
+import json
+
 import pytest
 
 from dynaplan import experiments
 from dynaplan.agents.baselines import BaselineConfig
+from dynaplan.analysis.planners import MATCHED
 from dynaplan.cli import main
 from dynaplan.envs import POINT_MASS_ID
 from dynaplan.errors import ConfigError
@@ -10,7 +13,7 @@ from tests.conftest import toy_config
 
 @pytest.fixture
 def toy_experiment(monkeypatch):
-    def variants(budget):
+    def variants(budget, out):
         return {
             "mbrl": toy_config(total_steps=300),
             "zero": BaselineConfig(
@@ -24,11 +27,11 @@ def toy_experiment(monkeypatch):
 
 def test_runs_every_variant_and_seed_then_compares(toy_experiment, tmp_path):
     result = experiments.run_experiment(toy_experiment, seeds=2, jobs=2, out=tmp_path)
-    labels = {s.label: len(s.runs) for s in result.summaries}
+    labels = {s.label: len(s.runs) for s in result.comparison.summaries}
     assert labels == {"mbrl grad mlp H3": 2, "zero": 2}
     for name in ("curves.png", "summary.csv", "summary.md"):
         assert (tmp_path / "compare" / name).is_file()
-    mbrl = next(s for s in result.summaries if s.label.startswith("mbrl"))
+    mbrl = next(s for s in result.comparison.summaries if s.label.startswith("mbrl"))
     assert mbrl.threshold.reached == 2  # the toy env is solved (return > -10)
 
 
@@ -40,12 +43,15 @@ def test_a_second_call_skips_finished_runs(toy_experiment, tmp_path):
     assert metrics.stat().st_mtime_ns == before
 
 
-def test_every_experiment_builds_valid_configs():
+def test_every_experiment_builds_valid_configs(tmp_path):
     for name, experiment in experiments.EXPERIMENTS.items():
         for budget in experiments.BUDGETS.values():
-            for config in experiment.variants(budget).values():
+            for config in experiment.variants(budget, tmp_path).values():
                 config.validate()
-        assert experiment.variants(experiments.BUDGETS["small"]), name
+        small = experiment.variants(experiments.BUDGETS["small"], tmp_path)
+        assert small or experiment.analysis, name
+        if experiment.expert is not None:
+            experiments.load_preset(experiment.expert).validate()
 
 
 def test_bad_names_are_config_errors(tmp_path, capsys):
@@ -59,13 +65,36 @@ def test_bad_names_are_config_errors(tmp_path, capsys):
 
 def test_pendulum_small_budget_end_to_end(tmp_path):
     result = experiments.run_experiment("pendulum", seeds=1, jobs=2, out=tmp_path, budget="small")
-    assert {s.label for s in result.summaries} == {"mbrl grad mlp H1", "mbrl grad mlp H10", "ppo"}
+    labels = {s.label for s in result.comparison.summaries}
+    assert labels == {"mbrl grad mlp H1", "mbrl grad mlp H10", "ppo"}
+
+
+def test_analysis_experiments_share_one_trained_expert(tmp_path):
+    result = experiments.run_experiment("planners", 1, 1, tmp_path, budget="small")
+    assert result.comparison is None
+    scores = json.loads((tmp_path / "planners" / "planner_comparison.json").read_text())
+    assert [r["planner"] for r in scores["results"]] == list(MATCHED)
+    checkpoint = (tmp_path / "expert" / "checkpoint.pt").stat().st_mtime_ns
+    result = experiments.run_experiment("model-error", 1, 1, tmp_path, budget="small")
+    assert (tmp_path / "expert" / "checkpoint.pt").stat().st_mtime_ns == checkpoint  # reused
+    assert {p.name for p in result.files} >= {"model_error.json", "error_vs_time.png"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["hopper", "ant"])
 def test_small_budgets_end_to_end(name, tmp_path):
     result = experiments.run_experiment(name, seeds=1, jobs=2, out=tmp_path, budget="small")
-    assert len(result.summaries) == len(
-        experiments.EXPERIMENTS[name].variants(experiments.BUDGETS["small"])
+    assert len(result.comparison.summaries) == len(
+        experiments.EXPERIMENTS[name].variants(experiments.BUDGETS["small"], tmp_path)
     )
+
+
+def test_warmstart_small_budget_clones_the_expert_and_starts_ppo_from_it(tmp_path):
+    result = experiments.run_experiment("warmstart", 1, 2, tmp_path, budget="small")
+    labels = {s.label for s in result.comparison.summaries}
+    assert labels == {"ppo", "ppo from bc", "ppo from dagger"}
+    for method in ("bc", "dagger"):
+        report = json.loads((tmp_path / "clones" / method / "clone.json").read_text())
+        first = (tmp_path / "runs" / f"ppo-{method}" / "seed_0" / "metrics.csv").read_text()
+        assert first.splitlines()[1].split(",")[1] == "0"  # the clone itself is evaluated first
+        assert "return_mean" in report["expert"]

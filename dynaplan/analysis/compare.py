@@ -111,8 +111,9 @@ class Comparison:
 def run_label(config: dict[str, Any]) -> str:
     """The group a run belongs to, from its ``config.json`` (the seed is not part of it)."""
     if config.get("kind") == "baseline":
-        preset = config.get("preset", "default")
-        return str(config["algo"]) + ("" if preset == "default" else f" {preset}")
+        preset, init = config.get("preset", "default"), config.get("init")
+        label = str(config["algo"]) + ("" if preset == "default" else f" {preset}")
+        return label + (f" from {Path(init).name}" if init else "")
     if "planner" in config:
         return f"mbrl {config['planner']} {config.get('model', '?')} H{config.get('horizon', '?')}"
     return str(config.get("algo") or config.get("kind") or "run")

@@ -1,122 +1,211 @@
-"""Milliseconds per MPC step for every planner, on Hopper-v5 dimensions.
+"""Milliseconds per MPC step for every planner: the speed issue's reference sizes and the presets.
 
-Writes ``benchmarks/results/planning_speed.json``. Sizes: the issue's reference
-ensemble (5 members, 4 hidden layers of 200, SiLU) and dynaplan's defaults.
+    python benchmarks/planning_speed.py [--device cuda] [--repeats 5] [--modes eager compiled]
 
-    python benchmarks/planning_speed.py [--device cuda] [--repeats 5]
+Reference sizes: an ensemble of 5 members, 4 hidden layers of 200, SiLU, on Hopper's
+dimensions (11 + 3). Presets: the planner and model of ``dynaplan/presets/*.json``.
+Every case runs eagerly and (with ``compiled`` in ``--modes``) through the compiled rollout
+(``PlannerConfig.compile``: torch.compile, CUDA graphs on a GPU); the ratio is eager /
+compiled from the same run. The ensemble forward throughput is also measured against a
+plain ``baddbmm`` ensemble written here without project code. Writes
+``benchmarks/results/planning_speed[_cuda].json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import platform
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from dynaplan import tasks
+from dynaplan.agents.factory import build_model
+from dynaplan.config import load_preset
+from dynaplan.envs import make_env
 from dynaplan.models import DynamicsModel
 from dynaplan.planners import ModelObjective, make_planner
+from dynaplan.tasks import Task
 from dynaplan.types import Propagation
 
-RESULTS = Path(__file__).parent / "results" / "planning_speed.json"
+RESULTS = Path(__file__).parent / "results"
 
-CASES = {
-    "grad 40x5 members, H=10, 10 steps": (
-        "grad",
-        10,
-        dict(num_candidates=40, iterations=10),
-        1,
-        Propagation.EXPECTATION,
+
+@dataclass
+class Case:
+    planner: str
+    horizon: int
+    options: dict[str, Any]
+    particles: int = 1
+    propagation: Propagation = Propagation.EXPECTATION
+    preset: str | None = None
+    """Use this preset's env and model; None: the reference Hopper ensemble."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+REFERENCE_CASES = {
+    "grad 40 candidates, H=10, 10 steps": Case("grad", 10, dict(num_candidates=40, iterations=10)),
+    "grad 400 candidates, H=10, 10 steps": Case(
+        "grad", 10, dict(num_candidates=400, iterations=10)
     ),
-    "grad 400 candidates, H=10, 10 steps": (
-        "grad",
-        10,
-        dict(num_candidates=400, iterations=10),
-        1,
-        Propagation.EXPECTATION,
+    "cem PETS size: pop 500, 20 particles, H=30, 5 iters": Case(
+        "cem", 30, dict(population=500, num_elites=50, iterations=5), 20, Propagation.TSINF
     ),
-    "cem PETS size: pop 500, 20 particles, H=30, 5 iters": (
-        "cem",
-        30,
-        dict(population=500, num_elites=50, iterations=5),
-        20,
-        Propagation.TSINF,
-    ),
-    "mppi pop 500, H=30, 3 iters": (
-        "mppi",
-        30,
-        dict(num_samples=500, iterations=3),
-        1,
-        Propagation.EXPECTATION,
-    ),
-    "shooting 1000, H=10": ("shooting", 10, dict(num_samples=1000), 1, Propagation.EXPECTATION),
-    "cem-grad pop 200, H=10": (
-        "cem-grad",
-        10,
-        dict(population=200, num_elites=20, iterations=3),
-        1,
-        Propagation.EXPECTATION,
+    "mppi pop 500, H=30, 3 iters": Case("mppi", 30, dict(num_samples=500, iterations=3)),
+    "shooting 1000, H=10": Case("shooting", 10, dict(num_samples=1000)),
+    "cem-grad pop 200, H=10": Case(
+        "cem-grad", 10, dict(population=200, num_elites=20, iterations=3)
     ),
 }
+
+
+def preset_cases() -> dict[str, Case]:
+    cases = {}
+    for name in ("pendulum", "hopper", "ant"):
+        config = load_preset(name)
+        search = config.search
+        cases[f"preset {name}: {config.planner} {config.model} H={config.horizon}"] = Case(
+            config.planner,
+            config.horizon,
+            search.options(config.planner),
+            search.particles,
+            search.propagation,
+            preset=name,
+        )
+    return cases
+
+
+def build(case: Case, device: torch.device) -> tuple[DynamicsModel, Task, torch.Tensor]:
+    """The (untrained) model, task and a start state of a case."""
+    if case.preset is None:
+        torch.manual_seed(0)
+        model = DynamicsModel(11, 3, ensemble_size=5, hidden_size=200, num_layers=4)
+        env_id, env_kwargs = "Hopper-v5", {}
+    else:
+        config = load_preset(case.preset)
+        env_id, env_kwargs = config.env, config.env_kwargs
+        env = make_env(env_id, **env_kwargs)
+        model = build_model(config, env.observation_space.shape[0], env.action_space.shape[0])
+        env.close()
+    env = make_env(env_id, **env_kwargs)
+    start = torch.as_tensor(env.reset(seed=0)[0], dtype=torch.float32, device=device)
+    task = tasks.get(env_id, env)
+    low, high = env.action_space.low, env.action_space.high
+    env.close()
+    case.extra.update(low=low, high=high)
+    return model.to(device).eval(), task, start
+
+
+def time_plans(case: Case, device: torch.device, compiled: bool, repeats: int) -> float:
+    """Milliseconds per ``plan`` after warm-up plans (which include any compilation)."""
+    model, task, start = build(case, device)
+    planner = make_planner(
+        case.planner,
+        case.extra["low"],
+        case.extra["high"],
+        case.horizon,
+        device=device,
+        **case.options,
+    )
+    objective = ModelObjective(
+        model,
+        task,
+        start,
+        particles=case.particles,
+        propagation=case.propagation,
+        generator=planner.generator,
+        compiled=compiled,
+    )
+    for _ in range(3 if compiled else 1):  # compiled: compile, then warm the CUDA graphs
+        planner.plan(objective)
+    synchronize(device)
+    began = time.perf_counter()
+    for _ in range(repeats):
+        planner.plan(objective)
+    synchronize(device)
+    return 1000 * (time.perf_counter() - began) / repeats
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def forward_throughput(device: torch.device, rows: int = 5000, repeats: int = 20) -> dict:
+    """Member-rows per second of one ensemble forward: dynaplan's model vs plain baddbmm."""
+    torch.manual_seed(0)
+    model = DynamicsModel(11, 3, ensemble_size=5, hidden_size=200, num_layers=4).to(device).eval()
+    x = torch.randn(5, rows, 14, device=device)
+    sizes = [14, 200, 200, 200, 200, 11]
+    weights = [torch.randn(5, i, o, device=device) / i**0.5 for i, o in itertools.pairwise(sizes)]
+    biases = [torch.zeros(5, 1, o, device=device) for o in sizes[1:]]
+
+    def reference(h: torch.Tensor) -> torch.Tensor:
+        for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            h = torch.baddbmm(b, h, w)
+            h = torch.nn.functional.silu(h) if k < len(weights) - 1 else h
+        return h
+
+    def rate(forward) -> float:
+        with torch.inference_mode():
+            forward(x)
+            synchronize(device)
+            began = time.perf_counter()
+            for _ in range(repeats):
+                forward(x)
+            synchronize(device)
+        return 5 * rows * repeats / (time.perf_counter() - began)
+
+    ours, plain = rate(lambda h: model(h)[0]), rate(reference)
+    return {"dynaplan_rows_per_s": ours, "plain_baddbmm_rows_per_s": plain, "ratio": ours / plain}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--modes", nargs="+", default=["eager", "compiled"])
+    parser.add_argument("--only", default="", help="run only cases whose label contains this")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    task = tasks.get("Hopper-v5")
-    torch.manual_seed(0)
-    model = DynamicsModel(11, 3, ensemble_size=5, hidden_size=200, num_layers=4).to(device)
-    model.eval()
-    start = torch.zeros(11, device=device)
-    start[0] = 1.25
-    rows = []
-    for label, (name, horizon, options, particles, propagation) in CASES.items():
-        planner = make_planner(
-            name, -torch.ones(3), torch.ones(3), horizon, device=device, **options
-        )
-        objective = ModelObjective(
-            model,
-            task,
-            start,
-            particles=particles,
-            propagation=propagation,
-            generator=planner.generator,
-        )
-        planner.plan(objective)  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        began = time.perf_counter()
-        for _ in range(args.repeats):
-            planner.plan(objective)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        ms = 1000 * (time.perf_counter() - began) / args.repeats
-        rows.append({"case": label, "planner": name, "ms_per_step": round(ms, 2)})
-        print(f"{label:<55} {ms:9.1f} ms")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "device": str(device),
-                "machine": platform.processor() or platform.machine(),
-                "threads": args.threads,
-                "torch": torch.__version__,
-                "model": "5 members, 4x200 SiLU, Hopper 11+3",
-                "results": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+    throughput = forward_throughput(device)
+    print(
+        f"ensemble forward: {throughput['dynaplan_rows_per_s'] / 1e6:.2f} M member-rows/s "
+        f"(plain baddbmm {throughput['plain_baddbmm_rows_per_s'] / 1e6:.2f} M)"
     )
-    print(f"wrote {RESULTS}")
+    rows = []
+    for label, case in {**REFERENCE_CASES, **preset_cases()}.items():
+        if args.only not in label:
+            continue
+        row: dict[str, Any] = {"case": label, "planner": case.planner}
+        for mode in args.modes:
+            row[f"{mode}_ms"] = round(time_plans(case, device, mode == "compiled", args.repeats), 2)
+        if {"eager_ms", "compiled_ms"} <= row.keys():
+            row["speedup"] = round(row["eager_ms"] / row["compiled_ms"], 2)
+        rows.append(row)
+        timings = {k: v for k, v in row.items() if k not in ("case", "planner")}
+        print(f"{label:<60} " + "  ".join(f"{k} {v}" for k, v in timings.items()))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"planning_speed{'_cuda' if device.type == 'cuda' else ''}.json"
+    summary = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "repeats": args.repeats,
+        "ensemble_forward": throughput,
+        "results": rows,
+    }
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ class PlannerConfig:
     """expectation, ts1 or tsinf."""
     replan_every: int = 1
     """Execute this many planned actions before planning again."""
+    compile: bool = False
+    """Roll the model out through torch.compile (CUDA graphs on GPU); eager where it fails."""
     num_candidates: int | None = None
     """grad: parallel candidate sequences."""
     iterations: int | None = None

@@ -200,6 +200,7 @@ def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult
         (config.total_steps - config.random_steps) / config.steps_per_iteration
     )
     for iteration in range(first_iteration, num_iterations + 1):
+        fit_started = time.perf_counter()
         if not trained:
             if config.dynamics.from_scratch:
                 model.load_state_dict(build_model(config, obs_dim, act_dim).to(device).state_dict())
@@ -215,6 +216,7 @@ def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult
                 progress=config.progress,
             )
             save(iteration, model_trained=True)
+        fit_seconds = time.perf_counter() - fit_started
         trained = False
         target = min(
             config.random_steps + iteration * config.steps_per_iteration, config.total_steps
@@ -234,7 +236,9 @@ def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult
             1000 * (agent.plan_seconds - seconds_before) / collected if collected else math.nan
         )
         finished = collector.finished_returns[finished_before:]
+        eval_started = time.perf_counter()
         result = evaluate(agent, eval_env, config.eval_episodes, EVAL_SEED_OFFSET + 100 * iteration)
+        eval_seconds = time.perf_counter() - eval_started
         agent.reset()
         row = {
             "iteration": iteration,
@@ -247,6 +251,8 @@ def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult
             "model_train_loss": fit.train_loss,
             "model_val_loss": fit.val_loss,
             "plan_ms_per_step": plan_ms,
+            "model_fit_s": fit_seconds,
+            "eval_s": eval_seconds,
             "wall_s": wall_offset + time.perf_counter() - started,
         }
         metrics.append(row)

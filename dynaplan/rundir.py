@@ -27,6 +27,8 @@ METRIC_COLUMNS = (
     "model_train_loss",
     "model_val_loss",
     "plan_ms_per_step",
+    "model_fit_s",
+    "eval_s",
     "wall_s",
 )
 

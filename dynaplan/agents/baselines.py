@@ -460,9 +460,11 @@ class _Recorder:
         if self.done or env_steps < self.next_step:
             return
         self.iteration += 1
+        eval_started = time.perf_counter()
         result = evaluate(
             agent, self.eval_env, self.config.eval_episodes, EVAL_SEED_OFFSET + 100 * self.iteration
         )
+        eval_seconds = time.perf_counter() - eval_started
         row = {
             "iteration": self.iteration,
             "env_steps": env_steps,
@@ -474,6 +476,8 @@ class _Recorder:
             "model_train_loss": math.nan,
             "model_val_loss": math.nan,
             "plan_ms_per_step": math.nan,
+            "model_fit_s": math.nan,
+            "eval_s": eval_seconds,
             "wall_s": self.wall_s(),
         }
         self.finished = []

@@ -66,6 +66,7 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
         particles=config.search.particles,
         propagation=config.search.propagation,
         replan_every=config.search.replan_every,
+        compiled=config.search.compile,
     )
 
 

@@ -22,6 +22,7 @@ class MPCAgent:
         planner: optimises the action sequence; its warm start lives inside it.
         gamma, particles, propagation, terminal_value: the objective's settings.
         replan_every: execute this many planned actions between plans.
+        compiled: roll out through ``torch.compile`` (see ``ModelObjective``).
     """
 
     def __init__(
@@ -34,11 +35,12 @@ class MPCAgent:
         propagation: Propagation = Propagation.EXPECTATION,
         terminal_value: TerminalValue | None = None,
         replan_every: int = 1,
+        compiled: bool = False,
     ) -> None:
         self.model, self.task, self.planner = model, task, planner
         self.gamma, self.particles, self.propagation = gamma, particles, propagation
         self.terminal_value = terminal_value
-        self.replan_every = replan_every
+        self.replan_every, self.compiled = replan_every, compiled
         self.plan_seconds, self.plans = 0.0, 0
         self._plan: torch.Tensor | None = None
         self._executed = 0
@@ -60,6 +62,7 @@ class MPCAgent:
                 propagation=self.propagation,
                 terminal_value=self.terminal_value,
                 generator=self.planner.generator,
+                compiled=self.compiled,
             )
             self.model.eval()
             self._plan = self.planner.plan(objective, max(self._executed, 1))

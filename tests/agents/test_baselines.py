@@ -71,7 +71,7 @@ def test_sb3_run_folder_matches_a_train_run(algo, tmp_path):
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
     assert [int(r["env_steps"]) for r in rows] == [100, 200, 300]
     for r in rows:
-        for column in ("model_train_loss", "model_val_loss", "plan_ms_per_step"):
+        for column in ("model_train_loss", "model_val_loss", "plan_ms_per_step", "model_fit_s"):
             assert np.isnan(r[column])
         assert np.isfinite(r["eval_return_mean"]) and r["eval_length_mean"] > 0
     assert np.isfinite(rows[-1]["train_return"])  # point-mass episodes last at most 30 steps

@@ -1,0 +1,90 @@
+"""Env steps per second of the whole MBRL loop (planning + model training + env) per preset.
+
+    python benchmarks/loop_speed.py [--presets pendulum hopper] [--iterations 2] [--compile]
+
+Runs each preset's ``dynaplan train`` for its random steps plus ``--iterations``
+iterations in a temporary folder and reads the run's own timings: ``wall_s`` minus the
+evaluation episodes' ``eval_s`` (evaluation is not part of learning) over the env steps
+collected, split into model fitting (``model_fit_s``), planning (``plan_ms_per_step``) and
+the rest (env stepping, journaling, checkpoints). Writes
+``benchmarks/results/loop_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+
+from dynaplan.config import load_preset
+from dynaplan.loop import train
+
+RESULTS = Path(__file__).parent / "results" / "loop_speed.json"
+TARGETS = {"pendulum": 200.0, "hopper": 20.0}
+"""The speed issue's targets in env steps per second on a 2-core CPU."""
+
+
+def measure(preset: str, iterations: int, compiled: bool) -> dict:
+    config = load_preset(preset)
+    config.total_steps = config.random_steps + iterations * config.steps_per_iteration
+    config.eval_episodes, config.progress, config.device = 1, False, "cpu"
+    config.stop_at_return = None
+    config.search = dataclasses.replace(config.search, compile=compiled)
+    with tempfile.TemporaryDirectory() as folder:
+        rows = train(config, Path(folder) / "run").metrics
+    wall = rows[-1]["wall_s"] - sum(r["eval_s"] for r in rows)
+    fit = sum(r["model_fit_s"] for r in rows)
+    mpc_steps = config.total_steps - config.random_steps
+    plan = sum(r["plan_ms_per_step"] for r in rows) / len(rows) * mpc_steps / 1000
+    return {
+        "preset": preset,
+        "env": config.env,
+        "env_steps": config.total_steps,
+        "env_steps_per_s": config.total_steps / wall,
+        "seconds": {
+            "total": wall,
+            "model_fit": fit,
+            "planning": plan,
+            "other": wall - fit - plan,  # env steps, journal, checkpoints, plots
+        },
+        "plan_ms_per_step": plan * 1000 / mpc_steps,
+        "target_env_steps_per_s": TARGETS.get(preset),
+        "compiled": compiled,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["pendulum", "hopper"])
+    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="use the compiled rollout")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    results = []
+    for preset in args.presets:
+        row = measure(preset, args.iterations, args.compile)
+        results.append(row)
+        print(
+            f"{preset:<9} {row['env_steps_per_s']:7.1f} env steps/s "
+            f"(target {row['target_env_steps_per_s']}); "
+            f"plan {row['plan_ms_per_step']:.1f} ms/step, "
+            f"model fitting {row['seconds']['model_fit']:.0f} s of {row['seconds']['total']:.0f} s"
+        )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 torch thread",
+        "torch": torch.__version__,
+        "results": results,
+    }
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

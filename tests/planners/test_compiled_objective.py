@@ -1,0 +1,50 @@
+import warnings
+
+import pytest
+import torch
+
+from dynaplan import tasks
+from dynaplan.envs import POINT_MASS_ID
+from dynaplan.models import DynamicsModel
+from dynaplan.planners import ModelObjective, objective
+
+TOLERANCE = dict(rtol=1e-4, atol=1e-5)
+"""fp32 compiled vs fp32 eager: same maths, fused kernels may reorder sums."""
+
+
+def make_objective(compiled: bool, model: DynamicsModel, start: torch.Tensor, **kwargs):
+    task = tasks.get(POINT_MASS_ID)
+    return ModelObjective(model, task, start, gamma=0.95, compiled=compiled, **kwargs)
+
+
+def test_compiled_rollout_matches_eager_values_and_gradients():
+    torch.manual_seed(0)
+    model = DynamicsModel(2, 2, ensemble_size=3, hidden_size=32, num_layers=2).eval()
+    start = torch.tensor([0.7, -0.4])
+    actions = torch.rand(8, 4, 2) * 2 - 1
+    results = []
+    for compiled in (False, True):
+        candidates = actions.clone().requires_grad_(True)
+        returns = make_objective(compiled, model, start)(candidates)
+        returns.sum().backward()
+        results.append((returns.detach(), candidates.grad))
+    (eager, eager_grad), (fast, fast_grad) = results
+    torch.testing.assert_close(fast, eager, **TOLERANCE)
+    torch.testing.assert_close(fast_grad, eager_grad, **TOLERANCE)
+
+
+def test_a_failing_compilation_warns_once_and_plans_eagerly(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setitem(objective._COMPILED, "cpu", broken)
+    model = DynamicsModel(2, 2, hidden_size=16, num_layers=1).eval()
+    start, actions = torch.zeros(2), torch.zeros(3, 2, 2)
+    fallback = make_objective(True, model, start)
+    with pytest.warns(RuntimeWarning, match="planning continues eagerly"):
+        returns = fallback(actions)
+    torch.testing.assert_close(returns, make_objective(False, model, start)(actions))
+    assert objective._COMPILED["cpu"] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fallback(actions)  # warned once already

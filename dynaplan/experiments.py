@@ -93,10 +93,11 @@ def _baseline(env: str, algo: str, full_steps: int, budget: Budget, **kwargs) ->
 
 
 def _pendulum(budget: Budget, out: Path) -> dict[str, RunConfig]:
-    env = "InvertedPendulum-v5"
+    """Fig. 2–3 measure env steps to return 1000, so MBRL runs stop once they are there."""
+    env, solved = "InvertedPendulum-v5", 1000.0
     return {
-        "mbrl-H1": _mbrl("pendulum", budget, horizon=1),
-        "mbrl-H10": _mbrl("pendulum", budget, horizon=10),
+        "mbrl-H1": _mbrl("pendulum", budget, horizon=1, stop_at_return=solved),
+        "mbrl-H10": _mbrl("pendulum", budget, horizon=10, stop_at_return=solved),
         "ppo": _baseline(env, "ppo", 50_000, budget),
     }
 
@@ -203,7 +204,7 @@ def run_one(config: RunConfig, run_dir: str) -> str:
     baseline = isinstance(config, BaselineConfig)
     if not run.checkpoint.exists():
         (run_baseline if baseline else _train)(config, run_dir)
-    elif not _finished(run, config.total_steps):
+    elif not _finished(run, config):
         (resume_baseline if baseline else _resume)(run_dir)
     return run_dir
 
@@ -220,9 +221,14 @@ def _resume(run_dir: str) -> None:
     resume(run_dir)
 
 
-def _finished(run: RunDir, total_steps: int) -> bool:
+def _finished(run: RunDir, config: RunConfig) -> bool:
+    """All env steps are done, or an MBRL run stopped at its ``stop_at_return``."""
     rows = run.read_metrics()
-    return bool(rows) and rows[-1]["env_steps"] >= total_steps
+    if not rows:
+        return False
+    target = getattr(config, "stop_at_return", None)
+    solved = target is not None and rows[-1]["eval_return_mean"] >= target
+    return rows[-1]["env_steps"] >= config.total_steps or solved
 
 
 def run_experiment(

@@ -98,3 +98,14 @@ def test_warmstart_small_budget_clones_the_expert_and_starts_ppo_from_it(tmp_pat
         first = (tmp_path / "runs" / f"ppo-{method}" / "seed_0" / "metrics.csv").read_text()
         assert first.splitlines()[1].split(",")[1] == "0"  # the clone itself is evaluated first
         assert "return_mean" in report["expert"]
+
+
+def test_a_run_that_stopped_at_its_target_return_counts_as_finished(tmp_path):
+    config = toy_config(total_steps=400, stop_at_return=-1000.0)  # reached at the first eval
+    run_dir = str(tmp_path / "run")
+    experiments.run_one(config, run_dir)
+    metrics = tmp_path / "run" / "metrics.csv"
+    rows, before = metrics.read_text().splitlines(), metrics.stat().st_mtime_ns
+    assert len(rows) == 2  # header and the one iteration before stopping
+    experiments.run_one(config, run_dir)
+    assert metrics.stat().st_mtime_ns == before

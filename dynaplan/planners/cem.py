@@ -34,7 +34,7 @@ class CEMPlanner(PlannerBase):
         self.population, self.num_elites = population, num_elites
         self.iterations, self.alpha, self.init_std = iterations, alpha, init_std
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _optimize(self, objective: Objective, start: Tensor) -> Tensor:
         mean, std = start, torch.full_like(start, self.init_std)
         for _ in range(self.iterations):

@@ -32,7 +32,7 @@ class MPPIPlanner(PlannerBase):
         self.num_samples, self.iterations = num_samples, iterations
         self.noise_std, self.temperature = noise_std, temperature
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _optimize(self, objective: Objective, start: Tensor) -> Tensor:
         mean = start
         for _ in range(self.iterations):

@@ -16,7 +16,7 @@ class RandomShootingPlanner(PlannerBase):
         super().__init__(*args, **kwargs)
         self.num_samples = num_samples
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _optimize(self, objective: Objective, start: Tensor) -> Tensor:
         samples = self._uniform(self.num_samples)
         samples[0] = start

@@ -5,6 +5,7 @@ python benchmarks/make_table.py
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -62,6 +63,45 @@ def rows() -> list[str]:
             f"{model_error['model']}: torso-angle mean abs. error "
             f"| 1 step {pooled['1']:.4f}, 20 steps {pooled['20']:.4f} "
             f"| paper: accurate one-step, poor far from the start | 2-core CPU |"
+        )
+    return out + experiment_rows()
+
+
+EXPERIMENT_REFERENCES = {
+    "pendulum": "paper: MBRL needs ~30× fewer env steps than PPO to reach 1000",
+    "hopper": "paper: MBRL 200–300, Nagabandi 100, PPO > 1000 at 500k, random 16, zero 150",
+    "ant": "paper: MBRL near the zero-action policy; MBBL PETS-CEM 1,166 at 200k",
+    "warmstart": "paper: expert 200–300, clone ~180; warm-started PPO ahead of vanilla early",
+}
+
+
+def experiment_rows() -> list[str]:
+    """One row per ``benchmarks/results/experiments/NAME`` (from ``collect_experiment.py``)."""
+    out = []
+    for summary in sorted((RESULTS / "experiments").glob("*/summary.csv")):
+        name = summary.parent.name
+        about = json.loads((summary.parent / "about.json").read_text())
+        with open(summary, newline="") as f:
+            groups = list(csv.DictReader(f))
+        cells = []
+        for g in groups:
+            budget = max(int(k.split("_")[2]) for k in g if k.endswith("_mean") and "at_" in k)
+            mean, std = (float(g[f"return_at_{budget}_{key}"]) for key in ("mean", "std"))
+            cell = f"{g['group']} ({g['seeds']}): {mean:.0f} ± {std:.0f} at {budget:,}"
+            if g.get("threshold"):
+                median = g["steps_to_threshold_median"]
+                steps = f"{float(median):,.0f}" if median not in ("", "nan") else "–"
+                cell += f", {g['reached']}/{g['seeds']} reach {float(g['threshold']):.0f} "
+                cell += f"(median {steps} steps)"
+            cells.append(cell)
+        clones = [json.loads(p.read_text()) for p in sorted(summary.parent.glob("clone_*.json"))]
+        for clone in clones:
+            method = clone["config"]["method"]
+            expert = clone["expert"].get("return_mean", clone["expert"]["last_run_eval"])
+            cells.append(f"{method} clone {clone['clone']['return_mean']:.0f} vs MPC {expert:.0f}")
+        out.append(
+            f"| experiment `{name}` (return at the last budget; seeds) | {'; '.join(cells)} "
+            f"| {EXPERIMENT_REFERENCES.get(name, '')} | {about['machine']}; {about['note']} |"
         )
     return out
 

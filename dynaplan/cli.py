@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,6 +19,7 @@ from dynaplan.agents.baselines import BaselineConfig
 from dynaplan.analysis.compare import Comparison
 from dynaplan.config import TrainConfig, load_preset
 from dynaplan.errors import ConfigError, DynaplanError
+from dynaplan.execution import Execution
 from dynaplan.loop import RunResult
 
 
@@ -74,12 +75,11 @@ class ExperimentCommand:
     """pendulum, hopper or ant."""
     seeds: int = 3
     """Seeds per variant."""
-    jobs: int = 2
-    """Runs in parallel (one process each)."""
     budget: str = "full"
     """full (the presets' budgets) or small (minutes on a 2-core CPU)."""
     out: Path | None = None
     """Output folder (runs/ and compare/ inside); default runs/experiment-<name>-<time>."""
+    execution: Annotated[Execution, tyro.conf.arg(name="")] = field(default_factory=Execution)
 
 
 @dataclass
@@ -212,10 +212,17 @@ def _experiment(args: list[str]) -> None:
     out = command.out or _default_out(f"experiment-{command.name}")
     print(
         f"dynaplan experiment {command.name} ({command.budget}): {command.seeds} seed(s), "
-        f"{command.jobs} job(s), output {out}"
+        f"{_describe(command.execution)}, output {out}"
     )
-    result = run_experiment(command.name, command.seeds, command.jobs, out, command.budget)
+    result = run_experiment(command.name, command.seeds, out, command.budget, command.execution)
     _print_comparison(result, out / "compare")
+
+
+def _describe(execution: Execution) -> str:
+    if execution.backend == "local":
+        return f"{execution.jobs} local job(s)"
+    where = execution.address or "a local Ray instance"
+    return f"Ray ({where}; {execution.cpus_per_run:g} CPU, {execution.gpus_per_run:g} GPU per run)"
 
 
 def _evaluate(args: list[str]) -> None:
@@ -363,8 +370,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        resumable = argv[0] if argv[0] in ("train", "baseline") else "train"
-        print(f"interrupted; resume with: dynaplan {resumable} --resume RUN_DIR", file=sys.stderr)
+        if argv[0] == "experiment":
+            hint = "run the same command again (finished runs are skipped, the rest resume)"
+        else:
+            resumable = argv[0] if argv[0] in ("train", "baseline") else "train"
+            hint = f"resume with: dynaplan {resumable} --resume RUN_DIR"
+        print(f"interrupted; {hint}", file=sys.stderr)
         return 130
     return 0
 

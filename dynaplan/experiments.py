@@ -1,26 +1,23 @@
-"""The paper's comparisons as one command each: seeds × variants in a process pool, then compare.
+"""The paper's comparisons as one command each: seeds × variants, then compare.
 
-``dynaplan experiment NAME --seeds N --jobs J --out DIR [--budget small|full]`` runs every
-variant of ``NAME`` for every seed (each a normal run folder under ``DIR/runs/VARIANT/
-seed_S``; one that exists is resumed, one that finished is skipped) and writes the
-comparison into ``DIR/compare``.
+``dynaplan experiment NAME --seeds N --out DIR [--budget small|full] [--backend ray]`` runs
+every variant of ``NAME`` for every seed (each a normal run folder under ``DIR/runs/VARIANT/
+seed_S``; one that exists is resumed, one that finished is skipped) on the chosen
+``execution`` backend and writes the comparison into ``DIR/compare``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from dynaplan.agents.baselines import BaselineConfig, resume_baseline, run_baseline
+from dynaplan.agents.baselines import BaselineConfig
 from dynaplan.analysis.compare import Comparison, compare
 from dynaplan.config import TrainConfig, load_preset
 from dynaplan.errors import ConfigError
-from dynaplan.rundir import RunDir
-
-RunConfig = TrainConfig | BaselineConfig
+from dynaplan.execution import Execution, RunConfig, RunTask, run_all
 
 
 @dataclass(frozen=True)
@@ -112,44 +109,20 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
-def run_one(config: RunConfig, run_dir: str) -> str:
-    """Run (or resume, or skip when finished) one seed of one variant; returns its folder."""
-    run = RunDir(run_dir)
-    baseline = isinstance(config, BaselineConfig)
-    if not run.checkpoint.exists():
-        (run_baseline if baseline else _train)(config, run_dir)
-    elif not _finished(run, config.total_steps):
-        (resume_baseline if baseline else _resume)(run_dir)
-    return run_dir
-
-
-def _train(config: TrainConfig, run_dir: str) -> None:
-    from dynaplan.loop import train
-
-    train(config, run_dir)
-
-
-def _resume(run_dir: str) -> None:
-    from dynaplan.loop import resume
-
-    resume(run_dir)
-
-
-def _finished(run: RunDir, total_steps: int) -> bool:
-    rows = run.read_metrics()
-    return bool(rows) and rows[-1]["env_steps"] >= total_steps
-
-
 def run_experiment(
-    name: str, seeds: int, jobs: int, out: str | Path, budget: str = "full"
+    name: str,
+    seeds: int,
+    out: str | Path,
+    budget: str = "full",
+    execution: Execution | None = None,
 ) -> Comparison:
-    """Every variant × seed of experiment ``name`` in ``jobs`` processes, then the comparison."""
+    """Every variant × seed of experiment ``name`` (default: 2 local processes), then compare."""
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {sorted(BUDGETS)}")
-    if seeds <= 0 or jobs <= 0:
-        raise ConfigError(f"seeds and jobs must be positive, got {seeds}, {jobs}")
+    if seeds <= 0:
+        raise ConfigError(f"seeds must be positive, got {seeds}")
     experiment = EXPERIMENTS[name]
     out = Path(out)
     tasks = []
@@ -157,10 +130,8 @@ def run_experiment(
         for seed in range(seeds):
             seeded = dataclasses.replace(config, seed=seed, progress=False)
             seeded.validate()
-            tasks.append((seeded, str(out / "runs" / variant / f"seed_{seed}")))
-    with ProcessPoolExecutor(jobs) as pool:
-        for future in [pool.submit(run_one, config, run_dir) for config, run_dir in tasks]:
-            future.result()
+            tasks.append(RunTask(seeded, str(out / "runs" / variant / f"seed_{seed}")))
+    run_all(tasks, execution or Execution())
     return compare(
         [str(out / "runs" / "*" / "seed_*")],
         out / "compare",

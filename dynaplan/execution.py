@@ -1,0 +1,116 @@
+"""Where runs execute: a local process pool (the default) or a Ray cluster.
+
+Both backends call ``run_one`` once per run folder. ``run_one`` resumes a run
+from its last checkpoint and skips a finished one, so a run that Ray retries after its
+worker died continues where it stopped, and a sweep started again skips what is done. Ray
+does the scheduling and retrying; results are the run folders, written by the workers, so
+``out`` must be a path every Ray node can write (a shared filesystem on a cluster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+from dynaplan.agents.baselines import BaselineConfig, resume_baseline, run_baseline
+from dynaplan.config import TrainConfig
+from dynaplan.errors import ConfigError
+from dynaplan.loop import resume, train
+from dynaplan.rundir import RunDir
+
+RunConfig = TrainConfig | BaselineConfig
+
+RAY_INSTALL = "pip install 'dynaplan[ray]'"
+
+
+class RunTask(NamedTuple):
+    """One seed of one variant and the folder it runs in."""
+
+    config: RunConfig
+    run_dir: str
+
+
+@dataclass
+class Execution:
+    """Where and how the runs of an experiment or sweep execute."""
+
+    backend: Literal["local", "ray"] = "local"
+    """local (a process pool on this machine) or ray (one Ray task per run)."""
+    jobs: int = 2
+    """local: runs in parallel, one process each (Ray packs runs by --cpus-per-run instead)."""
+    address: str | None = None
+    """ray: an existing cluster (auto, HOST:6379 or ray://HOST:10001); default starts one here."""
+    cpus_per_run: float = 1.0
+    """ray: CPUs each run requests."""
+    gpus_per_run: float = 0.0
+    """ray: GPUs each run requests; fractions share a GPU (0.25 = four runs per GPU)."""
+    max_retries: int = 3
+    """ray: times a run whose worker died is resumed from its last checkpoint."""
+
+    def validate(self) -> Execution:
+        """Raise ConfigError on the first bad value; returns self."""
+        if self.jobs <= 0:
+            raise ConfigError(f"jobs must be positive, got {self.jobs}")
+        if self.cpus_per_run <= 0 or self.gpus_per_run < 0 or self.max_retries < 0:
+            raise ConfigError(
+                "cpus_per_run must be positive and gpus_per_run, max_retries non-negative"
+            )
+        if self.backend == "local" and (self.address is not None or self.gpus_per_run > 0):
+            raise ConfigError("--address and --gpus-per-run need --backend ray")
+        return self
+
+
+def run_one(config: RunConfig, run_dir: str) -> str:
+    """Run (or resume, or skip when finished) one seed of one variant; returns its folder.
+
+    A folder whose run died before its first checkpoint holds nothing to resume (its
+    journal is still empty), so that run starts again.
+    """
+    run = RunDir(run_dir)
+    baseline = isinstance(config, BaselineConfig)
+    if not run.checkpoint.exists():
+        run.config.unlink(missing_ok=True)
+        (run_baseline if baseline else train)(config, run_dir)
+    elif not _finished(run, config.total_steps):
+        (resume_baseline if baseline else resume)(run_dir)
+    return run_dir
+
+
+def _finished(run: RunDir, total_steps: int) -> bool:
+    rows = run.read_metrics()
+    return bool(rows) and rows[-1]["env_steps"] >= total_steps
+
+
+def run_all(tasks: Sequence[RunTask], execution: Execution) -> list[str]:
+    """Run (or resume, or skip when finished) every task; returns their folders in order."""
+    execution.validate()
+    if execution.backend == "ray":
+        return _run_on_ray(tasks, execution)
+    with ProcessPoolExecutor(execution.jobs) as pool:
+        futures = [pool.submit(run_one, task.config, task.run_dir) for task in tasks]
+        return [future.result() for future in futures]
+
+
+def _run_on_ray(tasks: Sequence[RunTask], execution: Execution) -> list[str]:
+    """One Ray task per run; uses this process's Ray connection if it already has one."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(f"--backend ray needs Ray: {RAY_INSTALL}") from exc
+
+    connected_here = not ray.is_initialized()
+    if connected_here:
+        ray.init(address=execution.address)
+    try:
+        remote = ray.remote(run_one).options(
+            num_cpus=execution.cpus_per_run,
+            num_gpus=execution.gpus_per_run,
+            max_retries=execution.max_retries,
+            retry_exceptions=False,
+        )
+        return ray.get([remote.remote(task.config, task.run_dir) for task in tasks])
+    finally:
+        if connected_here:
+            ray.shutdown()

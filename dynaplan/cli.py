@@ -83,6 +83,23 @@ class ExperimentCommand:
 
 
 @dataclass
+class SweepCommand:
+    """Grid or random search over config fields x seeds (local processes or Ray), then compare."""
+
+    file: Annotated[Path | None, tyro.conf.Positional, tyro.conf.arg(metavar="[SWEEP.yaml]")] = None
+    """Sweep file: base, grid, random (samples, seed, fields), seeds, out; flags override it."""
+    preset: str | None = None
+    """Base config preset (replaces the file's base)."""
+    grid: tuple[str, ...] = ()
+    """Grid fields FIELD=V1,V2,..., e.g. horizon=1,5,10 search.lr=0.1,0.3 (added to the file's)."""
+    seeds: int | None = None
+    """Seeds per variant; default the file's, else 1."""
+    out: Path | None = None
+    """Output folder (runs/ and compare/ inside); default the file's, else runs/sweep-<time>."""
+    execution: Annotated[Execution, tyro.conf.arg(name="")] = field(default_factory=Execution)
+
+
+@dataclass
 class EvaluateCommand:
     """Evaluate the agent of a saved run (MPC or baseline) on fresh episodes."""
 
@@ -218,6 +235,32 @@ def _experiment(args: list[str]) -> None:
     _print_comparison(result, out / "compare")
 
 
+def _sweep(args: list[str]) -> None:
+    from dynaplan.sweep import Sweep, load_sweep, parse_yaml, run_sweep
+
+    command = tyro.cli(SweepCommand, args=args, prog="dynaplan sweep")
+    data = load_sweep(command.file) if command.file is not None else {}
+    if command.preset is not None:
+        data["base"] = command.preset
+    for item in command.grid:
+        name, sep, values = item.partition("=")
+        if not sep or not values:
+            raise ConfigError(f"--grid takes FIELD=V1,V2,... (e.g. horizon=1,5,10), got {item!r}")
+        grid = data["grid"] = dict(data.get("grid") or {})
+        grid[name] = [parse_yaml(value) for value in values.split(",")]
+    if command.seeds is not None:
+        data["seeds"] = command.seeds
+    sweep = Sweep.from_dict(data)
+    out = command.out or (Path(sweep.out) if sweep.out else _default_out("sweep"))
+    variants = sweep.variants()
+    print(
+        f"dynaplan sweep: {len(variants)} variant(s) x {sweep.seeds} seed(s), "
+        f"{_describe(command.execution)}, output {out}"
+    )
+    result = run_sweep(sweep, out, command.execution)
+    _print_comparison(result, out / "compare")
+
+
 def _describe(execution: Execution) -> str:
     if execution.backend == "local":
         return f"{execution.jobs} local job(s)"
@@ -345,6 +388,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "baseline": (_baseline, BaselineCommand.__doc__ or ""),
     "compare": (_compare, CompareCommand.__doc__ or ""),
     "experiment": (_experiment, ExperimentCommand.__doc__ or ""),
+    "sweep": (_sweep, SweepCommand.__doc__ or ""),
     "evaluate": (_evaluate, EvaluateCommand.__doc__ or ""),
     "demo": (_demo, DemoCommand.__doc__ or ""),
     "model-error": (_model_error, ModelErrorCommand.__doc__ or ""),
@@ -370,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if argv[0] == "experiment":
+        if argv[0] in ("experiment", "sweep"):
             hint = "run the same command again (finished runs are skipped, the rest resume)"
         else:
             resumable = argv[0] if argv[0] in ("train", "baseline") else "train"

@@ -75,10 +75,12 @@ def test_a_sweep_on_ray_survives_a_killed_worker(ray_address, tmp_path):
     command = [sys.executable, "-m", "dynaplan.cli", "sweep", str(sweep), "--out", str(out)]
     command += ["--backend", "ray", "--address", ray_address]
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-    killed, seen = kill_one_worker_mid_run(runs, driver)
-    prefix = transitions(killed)  # at least `seen` transitions the killed worker wrote
-    output, _ = driver.communicate(timeout=300)
+    try:
+        killed, seen = kill_one_worker_mid_run(runs, driver)
+        prefix = transitions(killed)  # at least `seen` transitions the killed worker wrote
+        output, _ = driver.communicate(timeout=300)
+    finally:
+        driver.kill()  # a no-op once it has ended
     assert driver.returncode == 0, output.decode()
 
     for run in runs:

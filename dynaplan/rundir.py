@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,9 @@ METRIC_COLUMNS = (
     "plan_ms_per_step",
     "wall_s",
 )
+
+MetricsHook = Callable[[dict[str, float]], None]
+"""Called with each metrics row as a run writes it."""
 
 
 class RunDir:

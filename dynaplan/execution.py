@@ -1,16 +1,19 @@
 """Where runs execute: a local process pool (the default) or a Ray cluster.
 
-Both backends call ``run_one`` once per run folder. ``run_one`` resumes a run
-from its last checkpoint and skips a finished one, so a run that Ray retries after its
-worker died continues where it stopped, and a sweep started again skips what is done. Ray
-does the scheduling and retrying; results are the run folders, written by the workers, so
-``out`` must be a path every Ray node can write (a shared filesystem on a cluster).
+Both backends call ``run_one`` once per run folder. ``run_one`` resumes a run from its last
+checkpoint and skips a finished one, so a run that Ray retries after its worker died
+continues where it stopped, and a sweep started again skips what is done. Ray does the
+scheduling and retrying (Ray Tune's ASHA, optionally, the early stopping); results are the
+run folders, written by the workers, so ``out`` must be a path every Ray node can write (a
+shared filesystem on a cluster).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -18,11 +21,15 @@ from dynaplan.agents.baselines import BaselineConfig, resume_baseline, run_basel
 from dynaplan.config import TrainConfig
 from dynaplan.errors import ConfigError
 from dynaplan.loop import resume, train
-from dynaplan.rundir import RunDir
+from dynaplan.rundir import MetricsHook, RunDir
 
 RunConfig = TrainConfig | BaselineConfig
 
 RAY_INSTALL = "pip install 'dynaplan[ray]'"
+ASHA_METRIC, ASHA_TIME = "eval_return_mean", "iteration"
+"""ASHA compares runs by their evaluation return at the same iteration (metrics.csv columns)."""
+ASHA_MAX_ITERATIONS = 1_000_000
+"""ASHA's max_t: beyond any run's iterations, so no run is stopped for its length alone."""
 
 
 class RunTask(NamedTuple):
@@ -48,6 +55,9 @@ class Execution:
     """ray: GPUs each run requests; fractions share a GPU (0.25 = four runs per GPU)."""
     max_retries: int = 3
     """ray: times a run whose worker died is resumed from its last checkpoint."""
+    scheduler: Literal["none", "asha"] = "none"
+    """ray: none runs every run to its end; asha (Ray Tune) stops runs whose evaluation
+    return trails the others' at the same iteration."""
 
     def validate(self) -> Execution:
         """Raise ConfigError on the first bad value; returns self."""
@@ -57,24 +67,26 @@ class Execution:
             raise ConfigError(
                 "cpus_per_run must be positive and gpus_per_run, max_retries non-negative"
             )
-        if self.backend == "local" and (self.address is not None or self.gpus_per_run > 0):
-            raise ConfigError("--address and --gpus-per-run need --backend ray")
+        ray_only = self.address is not None or self.gpus_per_run > 0 or self.scheduler != "none"
+        if self.backend == "local" and ray_only:
+            raise ConfigError("--address, --gpus-per-run and --scheduler need --backend ray")
         return self
 
 
-def run_one(config: RunConfig, run_dir: str) -> str:
+def run_one(config: RunConfig, run_dir: str, on_metrics: MetricsHook | None = None) -> str:
     """Run (or resume, or skip when finished) one seed of one variant; returns its folder.
 
     A folder whose run died before its first checkpoint holds nothing to resume (its
-    journal is still empty), so that run starts again.
+    journal is still empty), so that run starts again. ``on_metrics`` gets each new
+    metrics row.
     """
     run = RunDir(run_dir)
     baseline = isinstance(config, BaselineConfig)
     if not run.checkpoint.exists():
         run.config.unlink(missing_ok=True)
-        (run_baseline if baseline else train)(config, run_dir)
+        (run_baseline if baseline else train)(config, run_dir, on_metrics)
     elif not _finished(run, config.total_steps):
-        (resume_baseline if baseline else resume)(run_dir)
+        (resume_baseline if baseline else resume)(run_dir, on_metrics)
     return run_dir
 
 
@@ -87,30 +99,76 @@ def run_all(tasks: Sequence[RunTask], execution: Execution) -> list[str]:
     """Run (or resume, or skip when finished) every task; returns their folders in order."""
     execution.validate()
     if execution.backend == "ray":
-        return _run_on_ray(tasks, execution)
+        with _ray_connection(execution.address):
+            run = _run_on_tune if execution.scheduler == "asha" else _run_on_ray
+            return run(tasks, execution)
     with ProcessPoolExecutor(execution.jobs) as pool:
         futures = [pool.submit(run_one, task.config, task.run_dir) for task in tasks]
         return [future.result() for future in futures]
 
 
-def _run_on_ray(tasks: Sequence[RunTask], execution: Execution) -> list[str]:
-    """One Ray task per run; uses this process's Ray connection if it already has one."""
+@contextmanager
+def _ray_connection(address: str | None) -> Iterator[None]:
+    """This process's Ray connection; made (and closed after) here if it has none yet."""
     try:
         import ray
     except ImportError as exc:
         raise ConfigError(f"--backend ray needs Ray: {RAY_INSTALL}") from exc
-
     connected_here = not ray.is_initialized()
     if connected_here:
-        ray.init(address=execution.address)
+        ray.init(address=address)
     try:
-        remote = ray.remote(run_one).options(
-            num_cpus=execution.cpus_per_run,
-            num_gpus=execution.gpus_per_run,
-            max_retries=execution.max_retries,
-            retry_exceptions=False,
-        )
-        return ray.get([remote.remote(task.config, task.run_dir) for task in tasks])
+        yield
     finally:
         if connected_here:
             ray.shutdown()
+
+
+def _run_on_ray(tasks: Sequence[RunTask], execution: Execution) -> list[str]:
+    """One Ray task per run; Ray retries a task whose worker died."""
+    import ray
+
+    remote = ray.remote(run_one).options(
+        num_cpus=execution.cpus_per_run,
+        num_gpus=execution.gpus_per_run,
+        max_retries=execution.max_retries,
+        retry_exceptions=False,
+    )
+    return ray.get([remote.remote(task.config, task.run_dir) for task in tasks])
+
+
+def _run_on_tune(tasks: Sequence[RunTask], execution: Execution) -> list[str]:
+    """One Ray Tune trial per run, stopped early by ASHA; Tune retries a failed trial."""
+    try:
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+    except ImportError as exc:
+        raise ConfigError(f"--scheduler asha needs Ray Tune: {RAY_INSTALL}") from exc
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, tasks=list(tasks)),
+        {"cpu": execution.cpus_per_run, "gpu": execution.gpus_per_run},
+    )
+    scheduler = ASHAScheduler(
+        time_attr=ASHA_TIME, metric=ASHA_METRIC, mode="max", max_t=ASHA_MAX_ITERATIONS
+    )
+    with tempfile.TemporaryDirectory() as storage:  # the run folders hold the results
+        results = tune.Tuner(
+            trainable,
+            param_space={"index": tune.grid_search(list(range(len(tasks))))},
+            tune_config=tune.TuneConfig(scheduler=scheduler),
+            run_config=tune.RunConfig(
+                storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=execution.max_retries),
+                verbose=0,
+            ),
+        ).fit()
+    if results.errors:
+        raise results.errors[0]
+    return [task.run_dir for task in tasks]
+
+
+def _trial(params: dict[str, int], tasks: list[RunTask]) -> None:
+    from ray import tune
+
+    task = tasks[params["index"]]
+    run_one(task.config, task.run_dir, on_metrics=tune.report)

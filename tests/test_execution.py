@@ -2,7 +2,9 @@ import sys
 
 import pytest
 
+from dynaplan.agents.baselines import BaselineConfig
 from dynaplan.cli import main
+from dynaplan.envs import POINT_MASS_ID
 from dynaplan.errors import ConfigError
 from dynaplan.execution import Execution, RunTask, run_all, run_one
 from dynaplan.rundir import RunDir
@@ -17,6 +19,7 @@ from tests.conftest import toy_config
         (Execution(backend="ray", gpus_per_run=-1), "gpus_per_run"),
         (Execution(address="auto"), "need --backend ray"),
         (Execution(gpus_per_run=0.5), "need --backend ray"),
+        (Execution(scheduler="asha"), "need --backend ray"),
     ],
 )
 def test_bad_execution_settings_are_config_errors(execution, message):
@@ -40,3 +43,21 @@ def test_a_run_that_died_before_its_first_checkpoint_starts_again(tmp_path):
     config.save(run.config)  # what a worker killed during set-up leaves behind
     run_one(config, str(run.path))
     assert run.read_metrics()[-1]["env_steps"] == 300
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        toy_config(total_steps=300),
+        BaselineConfig(
+            env=POINT_MASS_ID, algo="zero", total_steps=300, eval_every=100, eval_episodes=1
+        ),
+    ],
+    ids=["mbrl", "baseline"],
+)
+def test_on_metrics_gets_every_row_as_it_is_written(config, tmp_path):
+    rows = []
+    run_one(config, str(tmp_path / "run"), on_metrics=rows.append)
+    written = RunDir(tmp_path / "run").read_metrics()
+    assert [r["env_steps"] for r in rows] == [r["env_steps"] for r in written]
+    assert [r["eval_return_mean"] for r in rows] == [r["eval_return_mean"] for r in written]

@@ -1,4 +1,7 @@
-"""A sweep on a real local Ray instance survives a worker killed mid-run."""
+"""Sweeps on a real local Ray instance: a worker killed mid-run, and ASHA's early stopping.
+
+Both tests share one Ray instance, in one pytest-xdist worker (``--dist loadgroup``).
+"""
 
 import json
 import os
@@ -13,16 +16,20 @@ import pytest
 
 from dynaplan.analysis.compare import compare
 from dynaplan.buffer import ReplayBuffer
+from dynaplan.cli import main
+from dynaplan.config import PlannerConfig
 from dynaplan.rundir import RunDir
 from tests.conftest import toy_config
 
 ray = pytest.importorskip("ray")
+pytest.importorskip("ray.tune")
+pytestmark = pytest.mark.xdist_group("ray")
 
 TOTAL_STEPS = 600
 RUNS = [f"search.lr={lr}/seed_{seed}" for lr in (0.1, 0.2) for seed in (0, 1)]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_address():
     """A local Ray instance with 2 CPUs, shut down (workers included) after the test."""
     context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -98,4 +105,31 @@ def test_a_sweep_on_ray_survives_a_killed_worker(ray_address, tmp_path):
     assert {s.label: len(s.runs) for s in result.summaries} == {
         "search.lr=0.1": 2,
         "search.lr=0.2": 2,
+    }
+
+
+def test_asha_stops_the_runs_that_trail_and_compare_reads_them(ray_address, tmp_path):
+    # one shooting sample per step is a random policy (return about -35; grad MPC about -5)
+    base = toy_config(total_steps=500, search=PlannerConfig(num_candidates=4, num_samples=1))
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        json.dumps({"base": base.to_dict(), "grid": {"planner": ["grad", "shooting"]}, "seeds": 2})
+    )
+    out = tmp_path / "out"
+    args = ["sweep", str(sweep), "--out", str(out), "--backend", "ray", "--scheduler", "asha"]
+    assert main(args) == 0  # uses this process's Ray connection (2 CPUs: 2 runs at a time)
+
+    def iterations(planner: str) -> list[int]:
+        return [
+            len(RunDir(run).read_metrics()) for run in (out / "runs").glob(f"*{planner}/seed_*")
+        ]
+
+    # the grad runs start first; the first run at each rung goes on, so one grad run finishes;
+    # the shooting runs start once a grad run has reported, and trail it at their first rung
+    assert max(iterations("grad")) == 3
+    assert iterations("shooting") == [1, 1]
+    result = compare([str(out / "runs" / "*" / "seed_*")], tmp_path / "compare")
+    assert {s.label: len(s.runs) for s in result.summaries} == {
+        "planner=grad": 2,
+        "planner=shooting": 2,
     }

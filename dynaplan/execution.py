@@ -19,7 +19,7 @@ from typing import Literal, NamedTuple
 
 from dynaplan.agents.baselines import BaselineConfig, resume_baseline, run_baseline
 from dynaplan.config import TrainConfig
-from dynaplan.errors import ConfigError
+from dynaplan.errors import ConfigError, DynaplanError
 from dynaplan.loop import resume, train
 from dynaplan.rundir import MetricsHook, RunDir
 
@@ -99,7 +99,7 @@ def run_all(tasks: Sequence[RunTask], execution: Execution) -> list[str]:
     """Run (or resume, or skip when finished) every task; returns their folders in order."""
     execution.validate()
     if execution.backend == "ray":
-        with _ray_connection(execution.address):
+        with _on_ray(execution.address):
             run = _run_on_tune if execution.scheduler == "asha" else _run_on_ray
             return run(tasks, execution)
     with ProcessPoolExecutor(execution.jobs) as pool:
@@ -108,8 +108,12 @@ def run_all(tasks: Sequence[RunTask], execution: Execution) -> list[str]:
 
 
 @contextmanager
-def _ray_connection(address: str | None) -> Iterator[None]:
-    """This process's Ray connection; made (and closed after) here if it has none yet."""
+def _on_ray(address: str | None) -> Iterator[None]:
+    """Within this process's Ray connection (made and closed here if it has none yet).
+
+    A run that fails on a worker with a DynaplanError raises that error here, unwrapped, so
+    the command line reports it as one line.
+    """
     try:
         import ray
     except ImportError as exc:
@@ -119,6 +123,10 @@ def _ray_connection(address: str | None) -> Iterator[None]:
         ray.init(address=address)
     try:
         yield
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, DynaplanError):
+            raise exc.cause from None
+        raise
     finally:
         if connected_here:
             ray.shutdown()

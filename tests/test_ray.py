@@ -133,3 +133,17 @@ def test_asha_stops_the_runs_that_trail_and_compare_reads_them(ray_address, tmp_
         "planner=grad": 2,
         "planner=shooting": 2,
     }
+
+
+@pytest.mark.parametrize("scheduler", ["none", "asha"])
+def test_a_run_that_fails_on_a_worker_is_a_one_line_error(scheduler, ray_address, tmp_path, capsys):
+    run = tmp_path / "out" / "runs" / "base" / "seed_0"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"horizn": 3}')  # resumed, it fails on the worker
+    (run / "checkpoint.pt").write_bytes(b"")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(json.dumps({"base": toy_config().to_dict()}))
+    args = ["sweep", str(sweep), "--out", str(tmp_path / "out"), "--backend", "ray"]
+    assert main([*args, "--scheduler", scheduler, "--max-retries", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: bad configuration") and "horizn" in err and "\n" not in err

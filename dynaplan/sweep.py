@@ -130,6 +130,8 @@ class Sweep:
         for name, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"grid.{name} must be a non-empty list of values")
+        if not self.grid and not self.random:
+            return {BASE_LABEL: self.base.validate()}
         rng = np.random.default_rng(self.sample_seed)
         draws = [
             {name: _draw(name, values, rng) for name, values in self.random.items()}
@@ -139,8 +141,6 @@ class Sweep:
         for point in itertools.product(*self.grid.values()):
             for draw in draws:
                 changes = {**dict(zip(self.grid, point, strict=True)), **draw}
-                if not changes:
-                    return {BASE_LABEL: self.base.validate()}
                 label = ",".join(f"{name}={value}" for name, value in changes.items())
                 variants[label] = self.base.with_fields({**changes, "label": label}).validate()
         return variants

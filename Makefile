@@ -19,10 +19,10 @@ demo: $(BIN)/activate
 	$(BIN)/dynaplan demo
 
 test: $(BIN)/activate
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	$(BIN)/python -m pytest -n 2 -q
 
 test-all: $(BIN)/activate
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m ""
+	$(BIN)/python -m pytest -n 2 -q -m ""
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check dynaplan tests benchmarks

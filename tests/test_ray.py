@@ -1,6 +1,8 @@
 """Sweeps on a real local Ray instance: a worker killed mid-run, and ASHA's early stopping.
 
-Both tests share one Ray instance, in one pytest-xdist worker (``--dist loadgroup``).
+The tests of this module share one Ray instance per pytest(-xdist) worker. Nothing here
+depends on timing: a worker is killed once its run has collected a given number of
+transitions, and ASHA's decisions follow from the order that 2 CPUs impose on the runs.
 """
 
 import json
@@ -23,7 +25,6 @@ from tests.conftest import toy_config
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.tune")
-pytestmark = pytest.mark.xdist_group("ray")
 
 TOTAL_STEPS = 600
 RUNS = [f"search.lr={lr}/seed_{seed}" for lr in (0.1, 0.2) for seed in (0, 1)]

@@ -1,10 +1,16 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from dynaplan.cli import main
 from dynaplan.config import load_preset
 from dynaplan.errors import ConfigError
+from dynaplan.rundir import RunDir
 from dynaplan.sweep import BASE_LABEL, Sweep, load_sweep, parse_yaml
 from tests.conftest import toy_config
 
@@ -117,3 +123,28 @@ def test_bad_sweep_commands_are_one_line_errors(args, message, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_interrupted_with_ctrl_c_skips_finished_runs_when_started_again(tmp_path):
+    path, out = tmp_path / "sweep.yaml", tmp_path / "out"
+    base = toy_config(total_steps=600).to_dict()
+    path.write_text(json.dumps({"base": base, "grid": {"search.lr": [0.1, 0.2]}, "out": str(out)}))
+    first, second = (RunDir(out / "runs" / f"search.lr={lr}" / "seed_0") for lr in (0.1, 0.2))
+    command = [sys.executable, "-m", "dynaplan.cli", "sweep", str(path), "--jobs", "1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    sweep = subprocess.Popen(command, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not second.metrics.exists() and time.time() < deadline and sweep.poll() is None:
+            time.sleep(0.05)  # one job: the first run has finished, the second is mid-run
+        os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        _, err = sweep.communicate(timeout=60)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 130 and "run the same command again" in err.decode()
+    finished = first.metrics.stat().st_mtime_ns
+    assert len(second.read_metrics()) < 4
+
+    assert main(["sweep", str(path), "--jobs", "1"]) == 0
+    assert first.metrics.stat().st_mtime_ns == finished  # not rerun
+    assert [int(r["env_steps"]) for r in second.read_metrics()] == [300, 400, 500, 600]

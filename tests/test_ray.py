@@ -127,8 +127,9 @@ def test_asha_stops_the_runs_that_trail_and_compare_reads_them(ray_address, tmp_
             len(RunDir(run).read_metrics()) for run in (out / "runs").glob(f"*{planner}/seed_*")
         ]
 
-    # the grad runs start first; the first run at each rung goes on, so one grad run finishes;
-    # the shooting runs start once a grad run has reported, and trail it at their first rung
+    # ASHA's rungs are at iterations 1, 4, ...; the first run at a rung goes on, the others
+    # only within the top quarter of the runs before them. The grad runs start first, so one
+    # finishes; the shooting runs start once a grad run has reported, and trail it at rung 1.
     assert max(iterations("grad")) == 3
     assert iterations("shooting") == [1, 1]
     result = compare([str(out / "runs" / "*" / "seed_*")], tmp_path / "compare")

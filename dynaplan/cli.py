@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,6 +19,7 @@ from dynaplan.agents.baselines import BaselineConfig
 from dynaplan.analysis.compare import Comparison
 from dynaplan.config import TrainConfig, load_preset
 from dynaplan.errors import ConfigError, DynaplanError
+from dynaplan.execution import Execution
 from dynaplan.imitation.clone import CloneConfig
 from dynaplan.loop import RunResult
 
@@ -87,12 +88,28 @@ class ExperimentCommand:
     model) or warmstart (PPO from MPC clones)."""
     seeds: int = 3
     """Seeds per variant."""
-    jobs: int = 2
-    """Runs in parallel (one process each)."""
     budget: str = "full"
     """full (the presets' budgets) or small (minutes on a 2-core CPU)."""
     out: Path | None = None
     """Output folder (runs/ and compare/ inside); default runs/experiment-<name>-<time>."""
+    execution: Annotated[Execution, tyro.conf.arg(name="")] = field(default_factory=Execution)
+
+
+@dataclass
+class SweepCommand:
+    """Grid or random search over config fields x seeds (local processes or Ray), then compare."""
+
+    file: Annotated[Path | None, tyro.conf.Positional, tyro.conf.arg(metavar="[SWEEP.yaml]")] = None
+    """Sweep file: base, grid, random (samples, seed, fields), seeds, out; flags override it."""
+    preset: str | None = None
+    """Base config preset (replaces the file's base)."""
+    grid: tuple[str, ...] = ()
+    """Grid fields FIELD=V1,V2,..., e.g. horizon=1,5,10 search.lr=0.1,0.3 (added to the file's)."""
+    seeds: int | None = None
+    """Seeds per variant; default the file's, else 1."""
+    out: Path | None = None
+    """Output folder (runs/ and compare/ inside); default the file's, else runs/sweep-<time>."""
+    execution: Annotated[Execution, tyro.conf.arg(name="")] = field(default_factory=Execution)
 
 
 @dataclass
@@ -225,13 +242,46 @@ def _experiment(args: list[str]) -> None:
     out = command.out or _default_out(f"experiment-{command.name}")
     print(
         f"dynaplan experiment {command.name} ({command.budget}): {command.seeds} seed(s), "
-        f"{command.jobs} job(s), output {out}"
+        f"{_describe(command.execution)}, output {out}"
     )
-    result = run_experiment(command.name, command.seeds, command.jobs, out, command.budget)
+    result = run_experiment(command.name, command.seeds, out, command.budget, command.execution)
     if result.comparison is not None:
         _print_comparison(result.comparison, out / "compare")
     if result.files:
         print(f"analysis: {', '.join(str(path) for path in result.files)}")
+
+
+def _sweep(args: list[str]) -> None:
+    from dynaplan.sweep import Sweep, load_sweep, parse_yaml, run_sweep
+
+    command = tyro.cli(SweepCommand, args=args, prog="dynaplan sweep")
+    data = load_sweep(command.file) if command.file is not None else {}
+    if command.preset is not None:
+        data["base"] = command.preset
+    for item in command.grid:
+        name, sep, values = item.partition("=")
+        if not sep or not values:
+            raise ConfigError(f"--grid takes FIELD=V1,V2,... (e.g. horizon=1,5,10), got {item!r}")
+        grid = data["grid"] = dict(data.get("grid") or {})
+        grid[name] = [parse_yaml(value) for value in values.split(",")]
+    if command.seeds is not None:
+        data["seeds"] = command.seeds
+    sweep = Sweep.from_dict(data)
+    out = command.out or (Path(sweep.out) if sweep.out else _default_out("sweep"))
+    variants = sweep.variants()
+    print(
+        f"dynaplan sweep: {len(variants)} variant(s) x {sweep.seeds} seed(s), "
+        f"{_describe(command.execution)}, output {out}"
+    )
+    result = run_sweep(sweep, out, command.execution)
+    _print_comparison(result, out / "compare")
+
+
+def _describe(execution: Execution) -> str:
+    if execution.backend == "local":
+        return f"{execution.jobs} local job(s)"
+    where = execution.address or "a local Ray instance"
+    return f"Ray ({where}; {execution.cpus_per_run:g} CPU, {execution.gpus_per_run:g} GPU per run)"
 
 
 def _evaluate(args: list[str]) -> None:
@@ -373,6 +423,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "clone": (_clone, CloneCommand.__doc__ or ""),
     "compare": (_compare, CompareCommand.__doc__ or ""),
     "experiment": (_experiment, ExperimentCommand.__doc__ or ""),
+    "sweep": (_sweep, SweepCommand.__doc__ or ""),
     "evaluate": (_evaluate, EvaluateCommand.__doc__ or ""),
     "demo": (_demo, DemoCommand.__doc__ or ""),
     "model-error": (_model_error, ModelErrorCommand.__doc__ or ""),
@@ -398,8 +449,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        resumable = argv[0] if argv[0] in ("train", "baseline") else "train"
-        print(f"interrupted; resume with: dynaplan {resumable} --resume RUN_DIR", file=sys.stderr)
+        if argv[0] in ("experiment", "sweep"):
+            hint = "run the same command again (finished runs are skipped, the rest resume)"
+        else:
+            resumable = argv[0] if argv[0] in ("train", "baseline") else "train"
+            hint = f"resume with: dynaplan {resumable} --resume RUN_DIR"
+        print(f"interrupted; {hint}", file=sys.stderr)
         return 130
     return 0
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -148,6 +151,8 @@ class TrainConfig:
     """Show a progress bar."""
     tensorboard: bool = False
     """Also write TensorBoard event files (needs the tensorboard extra)."""
+    label: str | None = None
+    """Group name in comparisons; default 'mbrl PLANNER MODEL H<horizon>'."""
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError on the first bad value; returns self."""
@@ -174,6 +179,25 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def with_fields(self, changes: dict[str, Any]) -> TrainConfig:
+        """A copy with dotted fields set (``horizon``, ``search.lr``, ``dynamics.hidden_size``).
+
+        An unknown field or a value of the wrong type is a ConfigError; call ``validate``
+        for the checks across fields.
+        """
+        data = self.to_dict()
+        for path, value in changes.items():
+            owner, name = _field_owner(path)
+            hint = typing.get_type_hints(owner)[name]
+            if not _has_type(value, hint):
+                raise ConfigError(f"{path} must be of type {_type_name(hint)}, got {value!r}")
+            *parents, leaf = path.split(".")
+            target = data
+            for parent in parents:
+                target = target[parent]
+            target[leaf] = value.value if isinstance(value, Enum) else value
+        return TrainConfig.from_dict(data)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a (possibly partial) dict; unknown keys are an error."""
@@ -193,6 +217,47 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+_SECTIONS: dict[str, type] = {"dynamics": ModelConfig, "search": PlannerConfig}
+
+
+def _field_owner(path: str) -> tuple[type, str]:
+    """The dataclass that holds the dotted field ``path``, and the field's name."""
+    section, _, name = path.rpartition(".")
+    owner = _SECTIONS.get(section) if section else TrainConfig
+    if (
+        owner is None
+        or name not in {f.name for f in dataclasses.fields(owner)}
+        or (owner is TrainConfig and name in _SECTIONS)
+    ):
+        raise ConfigError(
+            f"unknown config field {path!r}; use a TrainConfig field (horizon, planner, ...) "
+            "or dynamics.FIELD / search.FIELD (see dynaplan train --help)"
+        )
+    return owner, name
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the annotation ``hint`` (an int is also a float, a bool is not)."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return any(_has_type(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return value in {member.value for member in hint} or isinstance(value, hint)
+    origin = typing.get_origin(hint) or hint
+    return isinstance(value, origin)
+
+
+def _type_name(hint: Any) -> str:
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return " or ".join(repr(member.value) for member in hint)
+    return getattr(hint, "__name__", str(hint))
 
 
 def presets() -> list[str]:

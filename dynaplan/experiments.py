@@ -1,27 +1,25 @@
-"""The paper's comparisons as one command each: seeds × variants in a process pool, then compare.
+"""The paper's comparisons as one command each: seeds × variants, then compare.
 
-``dynaplan experiment NAME --seeds N --jobs J --out DIR [--budget small|full]`` runs every
-variant of ``NAME`` for every seed (each a normal run folder under ``DIR/runs/VARIANT/
-seed_S``; one that exists is resumed, one that finished is skipped) and writes the
-comparison into ``DIR/compare``. Experiments built on one trained model (``planners``,
-``model-error``, ``warmstart``) first train it into ``DIR/expert`` the same way.
+``dynaplan experiment NAME --seeds N --out DIR [--budget small|full] [--backend ray]`` runs
+every variant of ``NAME`` for every seed (each a normal run folder under ``DIR/runs/VARIANT/
+seed_S``; one that exists is resumed, one that finished is skipped) on the chosen
+``execution`` backend and writes the comparison into ``DIR/compare``. Experiments built on
+one trained model (``planners``, ``model-error``, ``warmstart``) first train it into
+``DIR/expert`` the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from dynaplan.agents.baselines import BaselineConfig, resume_baseline, run_baseline
+from dynaplan.agents.baselines import BaselineConfig
 from dynaplan.analysis.compare import Comparison, compare
 from dynaplan.config import TrainConfig, load_preset
 from dynaplan.errors import ConfigError
-from dynaplan.rundir import RunDir
-
-RunConfig = TrainConfig | BaselineConfig
+from dynaplan.execution import Execution, RunConfig, RunTask, run_all, run_one
 
 
 @dataclass(frozen=True)
@@ -198,49 +196,21 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
-def run_one(config: RunConfig, run_dir: str) -> str:
-    """Run (or resume, or skip when finished) one seed of one variant; returns its folder."""
-    run = RunDir(run_dir)
-    baseline = isinstance(config, BaselineConfig)
-    if not run.checkpoint.exists():
-        (run_baseline if baseline else _train)(config, run_dir)
-    elif not _finished(run, config):
-        (resume_baseline if baseline else _resume)(run_dir)
-    return run_dir
-
-
-def _train(config: TrainConfig, run_dir: str) -> None:
-    from dynaplan.loop import train
-
-    train(config, run_dir)
-
-
-def _resume(run_dir: str) -> None:
-    from dynaplan.loop import resume
-
-    resume(run_dir)
-
-
-def _finished(run: RunDir, config: RunConfig) -> bool:
-    """All env steps are done, or an MBRL run stopped at its ``stop_at_return``."""
-    rows = run.read_metrics()
-    if not rows:
-        return False
-    target = getattr(config, "stop_at_return", None)
-    solved = target is not None and rows[-1]["eval_return_mean"] >= target
-    return rows[-1]["env_steps"] >= config.total_steps or solved
-
-
 def run_experiment(
-    name: str, seeds: int, jobs: int, out: str | Path, budget: str = "full"
+    name: str,
+    seeds: int,
+    out: str | Path,
+    budget: str = "full",
+    execution: Execution | None = None,
 ) -> ExperimentResult:
-    """Experiment ``name``: its expert, every variant × seed in ``jobs`` processes, analysis."""
+    """Experiment ``name``: its expert, every variant × seed (default: 2 local processes),
+    the comparison, then its analysis."""
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {sorted(BUDGETS)}")
-    if seeds <= 0 or jobs <= 0:
-        raise ConfigError(f"seeds and jobs must be positive, got {seeds}, {jobs}")
+    if seeds <= 0:
+        raise ConfigError(f"seeds must be positive, got {seeds}")
     experiment, level, out = EXPERIMENTS[name], BUDGETS[budget], Path(out)
     if experiment.expert is not None:
         expert = dataclasses.replace(_mbrl(experiment.expert, level), seed=0, progress=False)
@@ -252,12 +222,10 @@ def run_experiment(
         for seed in range(seeds):
             seeded = dataclasses.replace(config, seed=seed, progress=False)
             seeded.validate()
-            tasks.append((seeded, str(out / "runs" / variant / f"seed_{seed}")))
+            tasks.append(RunTask(seeded, str(out / "runs" / variant / f"seed_{seed}")))
     comparison = None
     if tasks:
-        with ProcessPoolExecutor(jobs) as pool:
-            for future in [pool.submit(run_one, config, run_dir) for config, run_dir in tasks]:
-                future.result()
+        run_all(tasks, execution or Execution())
         comparison = compare(
             [str(out / "runs" / "*" / "seed_*")],
             out / "compare",

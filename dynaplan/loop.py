@@ -32,7 +32,7 @@ from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
 from dynaplan.evaluation import evaluate
 from dynaplan.models import FitResult, ModelTrainer
-from dynaplan.rundir import RunDir
+from dynaplan.rundir import MetricsHook, RunDir
 
 EVAL_SEED_OFFSET = 1_000_000
 """Evaluation episodes use seeds far from the training episodes'."""
@@ -53,13 +53,18 @@ class RunResult:
         return None
 
 
-def train(config: TrainConfig, run_dir: str | Path) -> RunResult:
-    """Start a new run in ``run_dir`` (which must not hold a run yet)."""
+def train(
+    config: TrainConfig, run_dir: str | Path, on_metrics: MetricsHook | None = None
+) -> RunResult:
+    """Start a new run in ``run_dir`` (which must not hold a run yet).
+
+    ``on_metrics`` is called with each metrics row as it is written (e.g. Ray Tune's report).
+    """
     config.validate()
     _check_runnable(config)
     run = RunDir.create(run_dir)
     config.save(run.config)
-    return _run(config, run, checkpoint=None)
+    return _run(config, run, checkpoint=None, on_metrics=on_metrics)
 
 
 def _check_runnable(config: TrainConfig) -> None:
@@ -74,11 +79,11 @@ def _check_runnable(config: TrainConfig) -> None:
         _summary_writer_class()
 
 
-def resume(run_dir: str | Path) -> RunResult:
-    """Continue a run from its last checkpoint and journal."""
+def resume(run_dir: str | Path, on_metrics: MetricsHook | None = None) -> RunResult:
+    """Continue a run from its last checkpoint and journal; ``on_metrics`` as in ``train``."""
     run = RunDir.open(run_dir)
     config = TrainConfig.load(run.config).validate()
-    return _run(config, run, checkpoint=run.load_checkpoint())
+    return _run(config, run, checkpoint=run.load_checkpoint(), on_metrics=on_metrics)
 
 
 class _Collector:
@@ -120,7 +125,9 @@ class _Collector:
                 self.episode += 1
 
 
-def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult:
+def _run(
+    config: TrainConfig, run: RunDir, checkpoint: dict | None, on_metrics: MetricsHook | None
+) -> RunResult:
     device = resolve_device(config.device)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -257,6 +264,8 @@ def _run(config: TrainConfig, run: RunDir, checkpoint: dict | None) -> RunResult
         }
         metrics.append(row)
         run.append_metrics(row)
+        if on_metrics is not None:
+            on_metrics(row)
         save(iteration + 1, model_trained=False)
         model.save(run.model)
         plot_learning_curve(metrics, run.plot, f"{config.env} · {config.planner} · {config.model}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ METRIC_COLUMNS = (
     "eval_s",
     "wall_s",
 )
+
+MetricsHook = Callable[[dict[str, float]], None]
+"""Called with each metrics row as a run writes it."""
 
 
 class RunDir:

@@ -8,6 +8,7 @@ from dynaplan.analysis.planners import MATCHED
 from dynaplan.cli import main
 from dynaplan.envs import POINT_MASS_ID
 from dynaplan.errors import ConfigError
+from dynaplan.execution import Execution, run_one
 from tests.conftest import toy_config
 
 
@@ -26,7 +27,7 @@ def toy_experiment(monkeypatch):
 
 
 def test_runs_every_variant_and_seed_then_compares(toy_experiment, tmp_path):
-    result = experiments.run_experiment(toy_experiment, seeds=2, jobs=2, out=tmp_path)
+    result = experiments.run_experiment(toy_experiment, seeds=2, out=tmp_path)
     labels = {s.label: len(s.runs) for s in result.comparison.summaries}
     assert labels == {"mbrl grad mlp H3": 2, "zero": 2}
     for name in ("curves.png", "summary.csv", "summary.md"):
@@ -36,10 +37,11 @@ def test_runs_every_variant_and_seed_then_compares(toy_experiment, tmp_path):
 
 
 def test_a_second_call_skips_finished_runs(toy_experiment, tmp_path):
-    experiments.run_experiment(toy_experiment, seeds=1, jobs=1, out=tmp_path)
+    one_job = Execution(jobs=1)
+    experiments.run_experiment(toy_experiment, seeds=1, out=tmp_path, execution=one_job)
     metrics = tmp_path / "runs" / "mbrl" / "seed_0" / "metrics.csv"
     before = metrics.stat().st_mtime_ns
-    experiments.run_experiment(toy_experiment, seeds=1, jobs=1, out=tmp_path)
+    experiments.run_experiment(toy_experiment, seeds=1, out=tmp_path, execution=one_job)
     assert metrics.stat().st_mtime_ns == before
 
 
@@ -56,26 +58,26 @@ def test_every_experiment_builds_valid_configs(tmp_path):
 
 def test_bad_names_are_config_errors(tmp_path, capsys):
     with pytest.raises(ConfigError, match="unknown experiment"):
-        experiments.run_experiment("walker", 1, 1, tmp_path)
+        experiments.run_experiment("walker", 1, tmp_path)
     with pytest.raises(ConfigError, match="unknown budget"):
-        experiments.run_experiment("pendulum", 1, 1, tmp_path, budget="huge")
+        experiments.run_experiment("pendulum", 1, tmp_path, budget="huge")
     assert main(["experiment", "walker", "--out", str(tmp_path)]) == 2
     assert "unknown experiment" in capsys.readouterr().err
 
 
 def test_pendulum_small_budget_end_to_end(tmp_path):
-    result = experiments.run_experiment("pendulum", seeds=1, jobs=2, out=tmp_path, budget="small")
+    result = experiments.run_experiment("pendulum", seeds=1, out=tmp_path, budget="small")
     labels = {s.label for s in result.comparison.summaries}
     assert labels == {"mbrl grad mlp H1", "mbrl grad mlp H10", "ppo"}
 
 
 def test_analysis_experiments_share_one_trained_expert(tmp_path):
-    result = experiments.run_experiment("planners", 1, 1, tmp_path, budget="small")
+    result = experiments.run_experiment("planners", 1, tmp_path, budget="small")
     assert result.comparison is None
     scores = json.loads((tmp_path / "planners" / "planner_comparison.json").read_text())
     assert [r["planner"] for r in scores["results"]] == list(MATCHED)
     checkpoint = (tmp_path / "expert" / "checkpoint.pt").stat().st_mtime_ns
-    result = experiments.run_experiment("model-error", 1, 1, tmp_path, budget="small")
+    result = experiments.run_experiment("model-error", 1, tmp_path, budget="small")
     assert (tmp_path / "expert" / "checkpoint.pt").stat().st_mtime_ns == checkpoint  # reused
     assert {p.name for p in result.files} >= {"model_error.json", "error_vs_time.png"}
 
@@ -83,14 +85,14 @@ def test_analysis_experiments_share_one_trained_expert(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["hopper", "ant"])
 def test_small_budgets_end_to_end(name, tmp_path):
-    result = experiments.run_experiment(name, seeds=1, jobs=2, out=tmp_path, budget="small")
+    result = experiments.run_experiment(name, seeds=1, out=tmp_path, budget="small")
     assert len(result.comparison.summaries) == len(
         experiments.EXPERIMENTS[name].variants(experiments.BUDGETS["small"], tmp_path)
     )
 
 
 def test_warmstart_small_budget_clones_the_expert_and_starts_ppo_from_it(tmp_path):
-    result = experiments.run_experiment("warmstart", 1, 2, tmp_path, budget="small")
+    result = experiments.run_experiment("warmstart", 1, tmp_path, budget="small")
     labels = {s.label for s in result.comparison.summaries}
     assert labels == {"ppo", "ppo from bc", "ppo from dagger"}
     for method in ("bc", "dagger"):
@@ -103,9 +105,9 @@ def test_warmstart_small_budget_clones_the_expert_and_starts_ppo_from_it(tmp_pat
 def test_a_run_that_stopped_at_its_target_return_counts_as_finished(tmp_path):
     config = toy_config(total_steps=400, stop_at_return=-1000.0)  # reached at the first eval
     run_dir = str(tmp_path / "run")
-    experiments.run_one(config, run_dir)
+    run_one(config, run_dir)
     metrics = tmp_path / "run" / "metrics.csv"
     rows, before = metrics.read_text().splitlines(), metrics.stat().st_mtime_ns
     assert len(rows) == 2  # header and the one iteration before stopping
-    experiments.run_one(config, run_dir)
+    run_one(config, run_dir)
     assert metrics.stat().st_mtime_ns == before

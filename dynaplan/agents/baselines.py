@@ -43,7 +43,7 @@ from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.evaluation import evaluate
 from dynaplan.imitation.policy import warm_start_ppo
 from dynaplan.loop import EVAL_SEED_OFFSET, RunResult
-from dynaplan.rundir import RunDir
+from dynaplan.rundir import MetricsHook, RunDir
 from dynaplan.types import Agent
 
 BASELINE_KIND = "baseline"
@@ -293,8 +293,13 @@ class SB3Agent:
         return action
 
 
-def run_baseline(config: BaselineConfig, run_dir: str | Path) -> RunResult:
-    """Start a new baseline run in ``run_dir`` (which must not hold a run yet)."""
+def run_baseline(
+    config: BaselineConfig, run_dir: str | Path, on_metrics: MetricsHook | None = None
+) -> RunResult:
+    """Start a new baseline run in ``run_dir`` (which must not hold a run yet).
+
+    ``on_metrics`` is called with each metrics row as it is written (e.g. Ray Tune's report).
+    """
     config.validate()
     device = resolve_device(config.device)
     if config.threads > 0:
@@ -303,10 +308,10 @@ def run_baseline(config: BaselineConfig, run_dir: str | Path) -> RunResult:
     model = _new_model(config, device) if config.algo in LEARNERS else None
     run = RunDir.create(run_dir)
     config.save(run.config)
-    return _run(config, run, model, eval_env, checkpoint=None)
+    return _run(config, run, model, eval_env, None, on_metrics)
 
 
-def resume_baseline(run_dir: str | Path) -> RunResult:
+def resume_baseline(run_dir: str | Path, on_metrics: MetricsHook | None = None) -> RunResult:
     """Continue a baseline run from its last checkpoint; metrics after it are dropped."""
     run = RunDir.open(run_dir)
     try:
@@ -322,7 +327,7 @@ def resume_baseline(run_dir: str | Path) -> RunResult:
     model = None
     if config.algo in LEARNERS:
         model = _load_model(config, run, checkpoint, resolve_device(config.device))
-    return _run(config, run, model, eval_env, checkpoint)
+    return _run(config, run, model, eval_env, checkpoint, on_metrics)
 
 
 def is_baseline_run(run_dir: str | Path) -> bool:
@@ -421,8 +426,10 @@ class _Recorder:
         eval_env: gym.Env,
         save_files: Callable[[str], dict[str, str]],
         checkpoint: dict[str, Any] | None,
+        on_metrics: MetricsHook | None,
     ) -> None:
         self.config, self.run, self.eval_env, self.save_files = config, run, eval_env, save_files
+        self.on_metrics = on_metrics
         self.grid = config.eval_grid()
         self.iteration = 0 if checkpoint is None else checkpoint["iteration"]
         self.episodes = 0 if checkpoint is None else checkpoint["episodes"]
@@ -483,6 +490,8 @@ class _Recorder:
         self.finished = []
         self.rows.append(row)
         self.run.append_metrics(row)
+        if self.on_metrics is not None:
+            self.on_metrics(row)
         self.save(env_steps)
         plot_learning_curve(self.rows, self.run.plot, f"{self.config.env} · {self.config.algo}")
         self.bar.set_postfix(eval=f"{result.mean:.1f}", train=f"{row['train_return']:.1f}")
@@ -569,9 +578,10 @@ def _run(
     model: BaseAlgorithm | None,
     eval_env: gym.Env,
     checkpoint: dict[str, Any] | None,
+    on_metrics: MetricsHook | None,
 ) -> RunResult:
     if model is not None:
-        recorder = _Recorder(config, run, eval_env, _sb3_saver(run, model), checkpoint)
+        recorder = _Recorder(config, run, eval_env, _sb3_saver(run, model), checkpoint, on_metrics)
         if checkpoint is None:
             recorder.save(0)
         else:
@@ -587,7 +597,7 @@ def _run(
         agent = ZeroAgent(eval_env.action_space)
         if config.algo == "random":
             agent = RandomAgent(eval_env.action_space, config.seed)
-        recorder = _Recorder(config, run, eval_env, lambda _: {}, checkpoint)
+        recorder = _Recorder(config, run, eval_env, lambda _: {}, checkpoint, on_metrics)
         if isinstance(agent, RandomAgent):
             if checkpoint is not None:
                 agent.rng.bit_generator.state = checkpoint["numpy_rng"]

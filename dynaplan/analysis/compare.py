@@ -1,10 +1,10 @@
 """Comparing runs across seeds: learning curves with bootstrap CIs, returns at budgets, and
 env steps to reach a return threshold.
 
-Runs are grouped by a label derived from their ``config.json`` (``mbrl grad mlp H10``,
-``ppo``, ``ppo zoo``, ``zero``, ...); each run of a group counts as one seed. Confidence
-intervals are percentile bootstraps of the mean over seeds (2000 resamples, fixed seed), so
-the same runs always give the same figures.
+Runs are grouped by the ``label`` in their ``config.json`` or one derived from it
+(``mbrl grad mlp H10``, ``ppo``, ``ppo zoo``, ``zero``, ...); each run of a group counts as
+one seed. Confidence intervals are percentile bootstraps of the mean over seeds (2000
+resamples, fixed seed), so the same runs always give the same figures.
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ class Comparison:
 
 def run_label(config: dict[str, Any]) -> str:
     """The group a run belongs to, from its ``config.json`` (the seed is not part of it)."""
+    if config.get("label"):
+        return str(config["label"])
     if config.get("kind") == "baseline":
         preset, init = config.get("preset", "default"), config.get("init")
         label = str(config["algo"]) + ("" if preset == "default" else f" {preset}")

@@ -50,6 +50,7 @@ def test_labels_from_configs():
     assert run_label(PPO) == "ppo"
     assert run_label({**PPO, "preset": "zoo"}) == "ppo zoo"
     assert run_label({"kind": "baseline", "algo": "zero", "preset": "default"}) == "zero"
+    assert run_label({**MBRL, "label": "horizon=5,search.lr=0.1"}) == "horizon=5,search.lr=0.1"
 
 
 def test_band_is_on_the_common_grid_and_contains_the_mean():

@@ -1,0 +1,37 @@
+import pytest
+
+from dynaplan.config import TrainConfig
+from dynaplan.errors import ConfigError
+from dynaplan.types import Propagation
+
+
+def test_with_fields_sets_dotted_fields_on_a_copy():
+    base = TrainConfig()
+    changed = base.with_fields(
+        {"horizon": 5, "search.lr": 0.1, "dynamics.hidden_size": 64, "search.propagation": "ts1"}
+    )
+    assert (changed.horizon, changed.search.lr, changed.dynamics.hidden_size) == (5, 0.1, 64)
+    assert changed.search.propagation is Propagation.TS1
+    assert (base.horizon, base.search.lr, base.dynamics.hidden_size) == (10, None, 200)
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"horizn": 5}, "unknown config field 'horizn'"),
+        ({"search.lrr": 0.1}, "unknown config field 'search.lrr'"),
+        ({"dynamics": {}}, "unknown config field 'dynamics'"),
+        ({"horizon": "5"}, "horizon must be of type int"),
+        ({"horizon": 2.5}, "horizon must be of type int"),
+        ({"horizon": True}, "horizon must be of type int"),
+        ({"search.propagation": "ts2"}, "search.propagation must be of type"),
+    ],
+)
+def test_with_fields_refuses_unknown_fields_and_wrong_types(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig().with_fields(changes)
+
+
+def test_an_int_is_a_float_and_none_fits_optional_fields():
+    config = TrainConfig().with_fields({"dynamics.lr": 1, "search.lr": None})
+    assert config.dynamics.lr == 1 and config.search.lr is None

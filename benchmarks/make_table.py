@@ -87,7 +87,7 @@ def experiment_rows() -> list[str]:
         for g in groups:
             budget = max(int(k.split("_")[2]) for k in g if k.endswith("_mean") and "at_" in k)
             mean, std = (float(g[f"return_at_{budget}_{key}"]) for key in ("mean", "std"))
-            cell = f"{g['group']} ({g['seeds']}): {mean:.0f} ± {std:.0f} at {budget:,}"
+            cell = f"{g['group']} ({g['seeds']} seeds): {mean:.0f} ± {std:.0f}"
             if g.get("threshold"):
                 median = g["steps_to_threshold_median"]
                 steps = f"{float(median):,.0f}" if median not in ("", "nan") else "–"
@@ -100,7 +100,8 @@ def experiment_rows() -> list[str]:
             expert = clone["expert"].get("return_mean", clone["expert"]["last_run_eval"])
             cells.append(f"{method} clone {clone['clone']['return_mean']:.0f} vs MPC {expert:.0f}")
         out.append(
-            f"| experiment `{name}` (return at the last budget; seeds) | {'; '.join(cells)} "
+            f"| experiment `{name}`: final evaluation return (the last one at or before "
+            f"{budget:,} env steps) | {'; '.join(cells)} "
             f"| {EXPERIMENT_REFERENCES.get(name, '')} | {about['machine']}; {about['note']} |"
         )
     return out

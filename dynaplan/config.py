@@ -114,6 +114,30 @@ class PlannerConfig:
 
 
 @dataclass
+class ValueConfig:
+    """The terminal value ``γ^H V(ŝ_H)`` added to the planning objective (dynaplan.values)."""
+
+    enabled: bool = False
+    """Learn V(s) by TD on the real transitions and plan with it."""
+    ensemble_size: int = 5
+    """Critics in the ensemble."""
+    hidden_size: int = 256
+    num_layers: int = 2
+    gamma: float = 0.99
+    """Discount of the value's own TD targets."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    batch_size: int = 256
+    """Rows per critic per update."""
+    updates: int = 1000
+    """TD updates after each model training round."""
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    pessimism: float = 0.0
+    """Plan with mean − pessimism · std over the critics."""
+
+
+@dataclass
 class TrainConfig:
     """One model-based RL run (Algorithm 1): random data, then train model / act by MPC."""
 
@@ -145,6 +169,7 @@ class TrainConfig:
     """Extra keyword arguments for gym.make (e.g. include_cfrc_ext_in_observation)."""
     dynamics: ModelConfig = field(default_factory=ModelConfig)
     search: PlannerConfig = field(default_factory=PlannerConfig)
+    value: ValueConfig = field(default_factory=ValueConfig)
     threads: int = 1
     """CPU threads for torch; small models plan fastest on one (0 keeps torch's default)."""
     progress: bool = True
@@ -174,6 +199,14 @@ class TrainConfig:
             raise ConfigError(f"gamma must be in (0, 1], got {self.search.gamma}")
         if self.search.replan_every > self.horizon:
             raise ConfigError("replan_every cannot exceed the horizon")
+        v = self.value
+        if min(v.ensemble_size, v.hidden_size, v.num_layers, v.batch_size, v.updates) <= 0:
+            raise ConfigError("value sizes, batch_size and updates must be positive")
+        if not (0 < v.gamma < 1 and 0 < v.tau <= 1 and v.lr > 0 and v.pessimism >= 0):
+            raise ConfigError(
+                "need value.gamma in (0, 1), value.tau in (0, 1], value.lr > 0, "
+                "value.pessimism >= 0"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,7 +240,8 @@ class TrainConfig:
             search = dict(data.pop("search", {}))
             if "propagation" in search:
                 search["propagation"] = Propagation(search["propagation"])
-            return cls(**data, dynamics=dynamics, search=PlannerConfig(**search))
+            value = ValueConfig(**data.pop("value", {}))
+            return cls(**data, dynamics=dynamics, search=PlannerConfig(**search), value=value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"bad configuration: {exc}") from exc
 
@@ -219,21 +253,25 @@ class TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-_SECTIONS: dict[str, type] = {"dynamics": ModelConfig, "search": PlannerConfig}
+SECTIONS: dict[str, type] = {  # nested sections, addressed by dotted paths (search.lr)
+    "dynamics": ModelConfig,
+    "search": PlannerConfig,
+    "value": ValueConfig,
+}
 
 
 def _field_owner(path: str) -> tuple[type, str]:
     """The dataclass that holds the dotted field ``path``, and the field's name."""
     section, _, name = path.rpartition(".")
-    owner = _SECTIONS.get(section) if section else TrainConfig
+    owner = SECTIONS.get(section) if section else TrainConfig
     if (
         owner is None
         or name not in {f.name for f in dataclasses.fields(owner)}
-        or (owner is TrainConfig and name in _SECTIONS)
+        or (owner is TrainConfig and name in SECTIONS)
     ):
         raise ConfigError(
             f"unknown config field {path!r}; use a TrainConfig field (horizon, planner, ...) "
-            "or dynamics.FIELD / search.FIELD (see dynaplan train --help)"
+            "or dynamics.FIELD / search.FIELD / value.FIELD (see dynaplan train --help)"
         )
     return owner, name
 

@@ -33,6 +33,7 @@ from dynaplan.errors import ConfigError
 from dynaplan.evaluation import evaluate
 from dynaplan.models import FitResult, ModelTrainer
 from dynaplan.rundir import MetricsHook, RunDir
+from dynaplan.values import ValueTrainer
 
 EVAL_SEED_OFFSET = 1_000_000
 """Evaluation episodes use seeds far from the training episodes'."""
@@ -140,8 +141,11 @@ def _run(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     agent = build_mpc_agent(config, env, device)
-    model, planner = agent.model, agent.planner
+    model, planner, critic = agent.model, agent.planner, agent.terminal_value
     trainer = ModelTrainer(model, config.dynamics.lr, config.dynamics.weight_decay)
+    v = config.value
+    value_trainer = ValueTrainer(critic, v.lr, v.gamma, v.tau) if critic is not None else None
+    value_loss = math.nan
     first_iteration, trained, fit = 1, False, FitResult(math.nan, math.nan, 0)
     wall_offset = 0.0
     if run.journal.exists():
@@ -158,6 +162,10 @@ def _run(
         torch.set_rng_state(checkpoint["torch_rng"])
         first_iteration, trained = checkpoint["iteration"], checkpoint["trained"]
         fit = FitResult(*checkpoint["fit"])
+        if value_trainer is not None:
+            critic.load_state_dict(checkpoint["value"])
+            value_trainer.load_state_dict(checkpoint["value_trainer"])
+            value_loss = checkpoint["value_loss"]
         wall_offset = checkpoint["wall_s"]
         run.keep_metrics_up_to(first_iteration - 1)
     metrics = run.read_metrics()
@@ -182,6 +190,15 @@ def _run(
                 "fit": [fit.train_loss, fit.val_loss, fit.epochs],
                 "wall_s": wall_offset + time.perf_counter() - started,
                 "env_steps": len(buffer),
+                **(
+                    {}
+                    if value_trainer is None
+                    else {
+                        "value": critic.state_dict(),
+                        "value_trainer": value_trainer.state_dict(),
+                        "value_loss": value_loss,
+                    }
+                ),
             }
         )
 
@@ -222,6 +239,8 @@ def _run(
                 config.dynamics.max_updates,
                 progress=config.progress,
             )
+            if value_trainer is not None:
+                value_loss = value_trainer.fit(buffer, rng, v.updates, v.batch_size)
             save(iteration, model_trained=True)
         fit_seconds = time.perf_counter() - fit_started
         trained = False
@@ -257,6 +276,7 @@ def _run(
             "episodes": collector.episode,
             "model_train_loss": fit.train_loss,
             "model_val_loss": fit.val_loss,
+            "value_loss": value_loss,
             "plan_ms_per_step": plan_ms,
             "model_fit_s": fit_seconds,
             "eval_s": eval_seconds,

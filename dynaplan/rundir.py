@@ -27,6 +27,7 @@ METRIC_COLUMNS = (
     "episodes",
     "model_train_loss",
     "model_val_loss",
+    "value_loss",
     "plan_ms_per_step",
     "model_fit_s",
     "eval_s",

@@ -34,14 +34,12 @@ import numpy as np
 import yaml
 
 from dynaplan.analysis.compare import Comparison, compare
-from dynaplan.config import TrainConfig, load_preset
+from dynaplan.config import SECTIONS, TrainConfig, load_preset
 from dynaplan.errors import ConfigError
 from dynaplan.execution import Execution, RunTask, run_all
 
 BASE_LABEL = "base"
 """The one variant's folder when nothing is swept (seeds only)."""
-SECTIONS = ("dynamics", "search")
-"""Nested config sections, flattened to dotted paths in a base config dict."""
 
 
 @dataclass(frozen=True)

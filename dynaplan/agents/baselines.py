@@ -482,6 +482,7 @@ class _Recorder:
             "episodes": self.episodes,
             "model_train_loss": math.nan,
             "model_val_loss": math.nan,
+            "value_loss": math.nan,
             "plan_ms_per_step": math.nan,
             "model_fit_s": math.nan,
             "eval_s": eval_seconds,

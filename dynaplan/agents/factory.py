@@ -15,6 +15,7 @@ from dynaplan.errors import ConfigError
 from dynaplan.models import DynamicsModel
 from dynaplan.planners import make_planner
 from dynaplan.rundir import RunDir
+from dynaplan.values import ValueEnsemble
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,7 +47,8 @@ def build_model(config: TrainConfig, obs_dim: int, act_dim: int) -> DynamicsMode
 
 
 def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> MPCAgent:
-    """An MPC agent with a fresh model, the task of ``config.env`` and the configured planner."""
+    """An MPC agent with a fresh model, the task of ``config.env`` and the configured planner;
+    with ``value.enabled`` also a fresh :class:`ValueEnsemble` as its terminal value."""
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     model = build_model(config, obs_dim, act_dim).to(device)
     planner = make_planner(
@@ -67,6 +69,15 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
         propagation=config.search.propagation,
         replan_every=config.search.replan_every,
         compiled=config.search.compile,
+        terminal_value=build_value(config, obs_dim).to(device) if config.value.enabled else None,
+    )
+
+
+def build_value(config: TrainConfig, obs_dim: int) -> ValueEnsemble:
+    """The (untrained) critic ensemble that ``config.value`` describes."""
+    v = config.value
+    return ValueEnsemble(
+        obs_dim, v.ensemble_size, v.hidden_size, v.num_layers, pessimism=v.pessimism
     )
 
 
@@ -76,6 +87,9 @@ def load_mpc_agent(run_dir: str | Path, device: str = "auto") -> tuple[MPCAgent,
     config = TrainConfig.load(run.config)
     env = make_env(config.env, **config.env_kwargs)
     agent = build_mpc_agent(config, env, resolve_device(device))
-    agent.model.load_state_dict(run.load_checkpoint(agent.planner.device)["model"])
+    checkpoint = run.load_checkpoint(agent.planner.device)
+    agent.model.load_state_dict(checkpoint["model"])
+    if agent.terminal_value is not None:
+        agent.terminal_value.load_state_dict(checkpoint["value"])
     env.close()
     return agent, config

@@ -1,0 +1,65 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from dynaplan.agents.factory import load_mpc_agent
+from dynaplan.buffer import ReplayBuffer
+from dynaplan.config import ValueConfig
+from dynaplan.errors import ConfigError
+from dynaplan.loop import train
+from dynaplan.rundir import RunDir
+from dynaplan.values import ValueEnsemble, ValueTrainer
+from tests.conftest import toy_config
+
+
+def constant_reward_buffer(terminated: bool, size: int = 256) -> ReplayBuffer:
+    """Random point-mass states, reward 1 everywhere, every transition terminal or none."""
+    rng = np.random.default_rng(0)
+    buffer = ReplayBuffer(2, 2)
+    for i in range(size):
+        obs, next_obs = rng.uniform(-1, 1, 2), rng.uniform(-1, 1, 2)
+        buffer.add(obs, np.zeros(2), 1.0, next_obs, terminated, False, i)
+    return buffer
+
+
+@pytest.mark.parametrize(("terminated", "expected"), [(False, 2.0), (True, 1.0)])
+def test_td_finds_the_discounted_value_of_a_constant_reward(terminated, expected):
+    torch.manual_seed(0)
+    critic = ValueEnsemble(2, ensemble_size=3, hidden_size=32, num_layers=2)
+    trainer = ValueTrainer(critic, lr=3e-3, gamma=0.5, tau=0.05)  # V = 1 / (1 - 0.5) = 2
+    trainer.fit(constant_reward_buffer(terminated), np.random.default_rng(0), updates=1500)
+    with torch.no_grad():
+        values = critic(torch.rand(64, 2) * 2 - 1)
+    np.testing.assert_allclose(values.numpy(), expected, atol=0.1)
+
+
+def test_pessimism_subtracts_the_critics_disagreement():
+    torch.manual_seed(0)
+    critic = ValueEnsemble(2, ensemble_size=4, hidden_size=16, num_layers=1)
+    obs = torch.rand(10, 2)
+    with torch.no_grad():
+        optimistic = critic(obs)
+        critic.pessimism = 1.0
+        members = critic.members(obs.expand(4, 10, 2))
+        torch.testing.assert_close(critic(obs), optimistic - members.std(0))
+
+
+def test_a_run_with_a_terminal_value_learns_it_checkpoints_it_and_plans_with_it(tmp_path):
+    value = ValueConfig(enabled=True, ensemble_size=2, hidden_size=16, updates=50)
+    config = dataclasses.replace(toy_config(total_steps=300), value=value)
+    rows = train(config, tmp_path / "run").metrics
+    assert all(np.isfinite(r["value_loss"]) for r in rows)
+    agent, _ = load_mpc_agent(tmp_path / "run", "cpu")
+    saved = RunDir(tmp_path / "run").load_checkpoint()["value"]
+    for name, tensor in agent.terminal_value.state_dict().items():
+        torch.testing.assert_close(tensor, saved[name])
+    assert np.isfinite(agent.act(np.zeros(2, np.float32))).all()
+
+
+def test_bad_value_settings_are_config_errors():
+    with pytest.raises(ConfigError, match=r"value\.gamma"):
+        dataclasses.replace(toy_config(), value=ValueConfig(gamma=1.0)).validate()
+    with pytest.raises(ConfigError, match="gamma in"):
+        ValueTrainer(ValueEnsemble(2), gamma=1.5)

@@ -64,7 +64,46 @@ def rows() -> list[str]:
             f"| 1 step {pooled['1']:.4f}, 20 steps {pooled['20']:.4f} "
             f"| paper: accurate one-step, poor far from the start | 2-core CPU |"
         )
-    return out + experiment_rows()
+    return out + speed_rows() + experiment_rows()
+
+
+def speed_rows() -> list[str]:
+    out = []
+    planning = _load("planning_speed.json")
+    if planning:
+        cells = "; ".join(
+            f"{r['case']}: {r['eager_ms']:,.0f} ms eager"
+            + (f", {r['compiled_ms']:,.0f} compiled ({r['speedup']}×)" if "speedup" in r else "")
+            for r in planning["results"]
+        )
+        out.append(
+            f"| planning ms per MPC step, {planning['device']} | {cells} | issue #6 on an idle "
+            f"2-core CPU: grad 40 cand. ~110 ms, grad 400 ~840–980 ms, CEM PETS size ~2.8 s "
+            f"| {planning['machine']}, {planning['threads']} thread, shared with other runs |"
+        )
+    loop = _load("loop_speed.json")
+    if loop:
+        cells = "; ".join(
+            f"{r['preset']}: {r['env_steps_per_s']:.1f} env steps/s (target "
+            f"{r['target_env_steps_per_s']:g}; plan {r['plan_ms_per_step']:.0f} ms/step)"
+            for r in loop["results"]
+        )
+        out.append(
+            f"| whole loop, env steps per second | {cells} | issue #6 targets | "
+            f"{loop['machine']}, shared with other runs |"
+        )
+    peer = _load("mbrl_lib_speed.json")
+    if peer:
+        cells = "; ".join(
+            f"{r['setting']}: mbrl-lib {r['mbrl_lib_ms']:,.0f} ms, dynaplan "
+            f"{r['dynaplan_ms']:,.0f} ms ({r['mbrl_lib_ms'] / r['dynaplan_ms']:.2f}×)"
+            for r in peer["results"]
+        )
+        out.append(
+            f"| PETS-size CEM planning vs mbrl-lib 0.2.0, ms per step | {cells} | issue #6: "
+            f"mbrl-lib 2.2 s / 4.2 s on an idle CPU | 2-core CPU, shared (upper bounds) |"
+        )
+    return out
 
 
 EXPERIMENT_REFERENCES = {
@@ -72,6 +111,7 @@ EXPERIMENT_REFERENCES = {
     "hopper": "paper: MBRL 200–300, Nagabandi 100, PPO > 1000 at 500k, random 16, zero 150",
     "ant": "paper: MBRL near the zero-action policy; MBBL PETS-CEM 1,166 at 200k",
     "warmstart": "paper: expert 200–300, clone ~180; warm-started PPO ahead of vanilla early",
+    "value-hopper": "issue #7 target: 3,000 at 100k env steps; paper: 200–300",
 }
 
 

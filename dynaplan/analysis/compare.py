@@ -117,7 +117,8 @@ def run_label(config: dict[str, Any]) -> str:
         label = str(config["algo"]) + ("" if preset == "default" else f" {preset}")
         return label + (f" from {Path(init).name}" if init else "")
     if "planner" in config:
-        return f"mbrl {config['planner']} {config.get('model', '?')} H{config.get('horizon', '?')}"
+        label = f"mbrl {config['planner']} {config.get('model', '?')} H{config.get('horizon', '?')}"
+        return label + (" + value" if config.get("value", {}).get("enabled") else "")
     return str(config.get("algo") or config.get("kind") or "run")
 
 

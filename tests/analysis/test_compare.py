@@ -51,6 +51,8 @@ def test_labels_from_configs():
     assert run_label({**PPO, "preset": "zoo"}) == "ppo zoo"
     assert run_label({"kind": "baseline", "algo": "zero", "preset": "default"}) == "zero"
     assert run_label({**MBRL, "label": "horizon=5,search.lr=0.1"}) == "horizon=5,search.lr=0.1"
+    assert run_label({**MBRL, "value": {"enabled": True}}) == "mbrl grad mlp H10 + value"
+    assert run_label({**PPO, "init": "runs/clones/dagger"}) == "ppo from dagger"
 
 
 def test_band_is_on_the_common_grid_and_contains_the_mean():

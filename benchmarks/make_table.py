@@ -84,13 +84,13 @@ def speed_rows() -> list[str]:
     loop = _load("loop_speed.json")
     if loop:
         cells = "; ".join(
-            f"{r['preset']}: {r['env_steps_per_s']:.1f} env steps/s (target "
+            f"{r['preset']}: {r['steady_env_steps_per_s']:.1f} env steps/s (target "
             f"{r['target_env_steps_per_s']:g}; plan {r['plan_ms_per_step']:.0f} ms/step)"
             for r in loop["results"]
         )
         out.append(
-            f"| whole loop, env steps per second | {cells} | issue #6 targets | "
-            f"{loop['machine']}, shared with other runs |"
+            f"| whole loop in a long run (eager), env steps per second | {cells} "
+            f"| issue #6 targets | {loop['machine']}, shared with other runs |"
         )
     peer = _load("mbrl_lib_speed.json")
     if peer:

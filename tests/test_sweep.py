@@ -125,6 +125,10 @@ def test_bad_sweep_commands_are_one_line_errors(args, message, tmp_path, capsys)
     assert not (tmp_path / "out").exists()
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # so Python turns Ctrl-C into KeyboardInterrupt
+
+
 def test_a_sweep_interrupted_with_ctrl_c_skips_finished_runs_when_started_again(tmp_path):
     path, out = tmp_path / "sweep.yaml", tmp_path / "out"
     base = toy_config(total_steps=1200).to_dict()  # 10 iterations: time to interrupt the 2nd
@@ -132,7 +136,13 @@ def test_a_sweep_interrupted_with_ctrl_c_skips_finished_runs_when_started_again(
     first, second = (RunDir(out / "runs" / f"search.lr={lr}" / "seed_0") for lr in (0.1, 0.2))
     command = [sys.executable, "-m", "dynaplan.cli", "sweep", str(path), "--jobs", "1"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    sweep = subprocess.Popen(command, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    sweep = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,  # a background CI shell may have left SIGINT ignored
+    )
     try:
         deadline = time.time() + 600  # generous: CI machines may be slow or shared
         while not second.metrics.exists() and time.time() < deadline and sweep.poll() is None:

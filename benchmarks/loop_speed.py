@@ -73,7 +73,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["pendulum", "hopper"])
     parser.add_argument("--iterations", type=int, default=2)
-    parser.add_argument("--compile", action="store_true", help="use the compiled rollout")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="use the compiled rollout (its one-off compile time counts as planning time here)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = []

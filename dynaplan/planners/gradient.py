@@ -43,9 +43,9 @@ def gradient_ascent(
             break
         finite = torch.isfinite(returns)
         loss = -torch.where(finite, returns, torch.zeros_like(returns)).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        candidates.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        # only d loss / d candidates: no weight gradients for the model or critics
+        (grad,) = torch.autograd.grad(loss, candidates)
+        candidates.grad = grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
         optimizer.step()
         with torch.no_grad():
             candidates.clamp_(-1, 1)

@@ -1,6 +1,7 @@
 """Env steps per second of the whole MBRL loop (planning + model training + env) per preset.
 
     python benchmarks/loop_speed.py [--presets pendulum hopper] [--iterations 2] [--compile]
+        [--device cuda]
 
 Runs each preset's ``dynaplan train`` for its random steps plus ``--iterations``
 iterations in a temporary folder and reads the run's own timings: ``wall_s`` minus the
@@ -8,7 +9,8 @@ evaluation episodes' ``eval_s`` (evaluation is not part of learning), split into
 fitting (``model_fit_s``), planning (``plan_ms_per_step``) and the rest (env stepping,
 journaling, checkpoints). ``steady_env_steps_per_s`` is the rate of a long run, where every
 step is an MPC step: its plan, its share of one model fit per iteration, and the rest.
-Writes ``benchmarks/results/loop_speed.json``.
+On CUDA the planner captures each plan as a CUDA graph (``PlannerConfig.cuda_graph``) and
+the model trains on the GPU. Writes ``benchmarks/results/loop_speed[_cuda].json``.
 """
 
 from __future__ import annotations
@@ -26,15 +28,15 @@ import torch
 from dynaplan.config import load_preset
 from dynaplan.loop import train
 
-RESULTS = Path(__file__).parent / "results" / "loop_speed.json"
+RESULTS = Path(__file__).parent / "results"
 TARGETS = {"pendulum": 200.0, "hopper": 20.0}
 """The speed issue's targets in env steps per second on a 2-core CPU."""
 
 
-def measure(preset: str, iterations: int, compiled: bool) -> dict:
+def measure(preset: str, iterations: int, compiled: bool, device: str) -> dict:
     config = load_preset(preset)
     config.total_steps = config.random_steps + iterations * config.steps_per_iteration
-    config.eval_episodes, config.progress, config.device = 1, False, "cpu"
+    config.eval_episodes, config.progress, config.device = 1, False, device
     config.stop_at_return = None
     config.search = dataclasses.replace(config.search, compile=compiled)
     with tempfile.TemporaryDirectory() as folder:
@@ -66,6 +68,7 @@ def measure(preset: str, iterations: int, compiled: bool) -> dict:
         "plan_ms_per_step": plan * 1000 / mpc_steps,
         "target_env_steps_per_s": TARGETS.get(preset),
         "compiled": compiled,
+        "device": device,
     }
 
 
@@ -78,11 +81,12 @@ def main() -> None:
         action="store_true",
         help="use the compiled rollout (its one-off compile time counts as planning time here)",
     )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = []
     for preset in args.presets:
-        row = measure(preset, args.iterations, args.compile)
+        row = measure(preset, args.iterations, args.compile, args.device)
         results.append(row)
         print(
             f"{preset:<9} {row['steady_env_steps_per_s']:7.1f} env steps/s in a long run "
@@ -91,14 +95,17 @@ def main() -> None:
             f"plan {row['plan_ms_per_step']:.1f} ms/step, "
             f"model fitting {row['seconds']['model_fit']:.0f} s of {row['seconds']['total']:.0f} s"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cuda = args.device == "cuda"
     summary = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 torch thread",
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
         "torch": torch.__version__,
         "results": results,
     }
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    out = RESULTS / f"loop_speed{'_cuda' if cuda else ''}.json"
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

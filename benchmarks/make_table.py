@@ -81,6 +81,7 @@ def speed_rows() -> list[str]:
             f"2-core CPU: grad 40 cand. ~110 ms, grad 400 ~840–980 ms, CEM PETS size ~2.8 s "
             f"| {planning['machine']}, {planning['threads']} thread, shared with other runs |"
         )
+    out += cuda_planning_rows()
     loop = _load("loop_speed.json")
     if loop:
         cells = "; ".join(
@@ -91,6 +92,18 @@ def speed_rows() -> list[str]:
         out.append(
             f"| whole loop in a long run (eager), env steps per second | {cells} "
             f"| issue #6 targets | {loop['machine']}, shared with other runs |"
+        )
+    gpu_loop = _load("loop_speed_cuda.json")
+    if gpu_loop:
+        cells = "; ".join(
+            f"{r['preset']}: {r['steady_env_steps_per_s']:.0f} env steps/s "
+            f"(plan {r['plan_ms_per_step']:.1f} ms/step, whole-plan CUDA graph, not compiled)"
+            for r in gpu_loop["results"]
+        )
+        out.append(
+            f"| whole loop in a long run on a GPU, env steps per second | {cells} "
+            f"| issue #6: a 100k-step Hopper run within 1.5 h (20 env steps/s) "
+            f"| {gpu_loop['device']}, {gpu_loop['machine']} |"
         )
     peer = _load("mbrl_lib_speed.json")
     if peer:
@@ -104,6 +117,29 @@ def speed_rows() -> list[str]:
             f"mbrl-lib 2.2 s / 4.2 s on an idle CPU | 2-core CPU, shared (upper bounds) |"
         )
     return out
+
+
+def cuda_planning_rows() -> list[str]:
+    """ms per plan on a GPU: eager, the plain whole-plan CUDA graph and the fastest mode."""
+    planning = _load("planning_speed_cuda.json")
+    if not planning:
+        return []
+    cells = []
+    for r in planning["results"]:
+        timings = {k.removesuffix("_ms"): v for k, v in r.items() if k.endswith("_ms")}
+        best = min((m for m in timings if m != "eager"), key=timings.get)
+        cell = f"{r['case']}: {timings['eager']:.0f} ms eager, {timings['graph']:.1f} graph"
+        if best != "graph":
+            error = r.get(f"{best.rsplit('-', 1)[1]}_return_rel_err")
+            note = f", returns within {100 * error:.2g}%" if error is not None else ""
+            cell += f", {timings[best]:.1f} {best}{note}"
+        cells.append(f"{cell} ({r['speedup']}×)")
+    return [
+        f"| planning ms per MPC step, {planning['device']} | {'; '.join(cells)} | issue #6 on an "
+        f"H100: CEM PETS size 53–64 ms eager, 33 ms as one CUDA graph, target ≤ 20; grad 400 "
+        f"176–193 ms eager, 24 ms as one CUDA graph, target ≤ 12 "
+        f"| {planning['machine']}, torch {planning['torch']} |"
+    ]
 
 
 EXPERIMENT_REFERENCES = {

@@ -4,11 +4,19 @@
 
 Reference sizes: an ensemble of 5 members, 4 hidden layers of 200, SiLU, on Hopper's
 dimensions (11 + 3). Presets: the planner and model of ``dynaplan/presets/*.json``.
-Every case runs eagerly and (with ``compiled`` in ``--modes``) through the compiled rollout
-(``PlannerConfig.compile``: torch.compile, CUDA graphs on a GPU); the ratio is eager /
-compiled from the same run. The ensemble forward throughput is also measured against a
-plain ``baddbmm`` ensemble written here without project code. Writes
-``benchmarks/results/planning_speed[_cuda].json``.
+Every case runs in each of ``--modes``:
+
+- ``eager``: plain PyTorch, the reference every ratio is taken against;
+- ``compiled``: the rollout through torch.compile (``PlannerConfig.compile``);
+- ``graph``: the whole plan captured as one CUDA graph (``PlannerConfig.cuda_graph``; CUDA only);
+- ``graph-compiled``: both; ``graph-compiled-tf32`` / ``-bf16``: both, with TF32 matmuls or
+  bf16 autocast (``PlannerConfig.precision``), whose effect on the predicted returns of 256
+  random sequences is reported as ``tf32_return_rel_err`` / ``bf16_return_rel_err``.
+
+``speedup`` is eager / the fastest other mode, all from the same run. Compilation is slow, so
+``--compile-only`` can restrict the compiled modes to some cases. The ensemble forward
+throughput is also measured against a plain ``baddbmm`` ensemble written here without project
+code. Writes ``benchmarks/results/planning_speed[_cuda].json``.
 """
 
 from __future__ import annotations
@@ -30,9 +38,9 @@ from dynaplan.agents.factory import build_model
 from dynaplan.config import load_preset
 from dynaplan.envs import make_env
 from dynaplan.models import DynamicsModel
-from dynaplan.planners import ModelObjective, make_planner
+from dynaplan.planners import ModelObjective, PlannerBase, make_planner
 from dynaplan.tasks import Task
-from dynaplan.types import Propagation
+from dynaplan.types import Precision, Propagation
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -102,9 +110,23 @@ def build(case: Case, device: torch.device) -> tuple[DynamicsModel, Task, torch.
     return model.to(device).eval(), task, start
 
 
-def time_plans(case: Case, device: torch.device, compiled: bool, repeats: int) -> float:
-    """Milliseconds per ``plan`` after warm-up plans (which include any compilation)."""
-    torch._dynamo.reset()  # each case compiles afresh, never hitting the recompile limit
+MODES = (
+    "eager",
+    "compiled",
+    "graph",
+    "graph-compiled",
+    "graph-compiled-tf32",
+    "graph-compiled-bf16",
+)
+
+
+def precision_of(mode: str) -> Precision:
+    return Precision(mode.rsplit("-", 1)[1]) if mode.endswith(("tf32", "bf16")) else Precision.FP32
+
+
+def objective_and_planner(
+    case: Case, device: torch.device, mode: str
+) -> tuple[ModelObjective, PlannerBase]:
     model, task, start = build(case, device)
     planner = make_planner(
         case.planner,
@@ -112,6 +134,7 @@ def time_plans(case: Case, device: torch.device, compiled: bool, repeats: int) -
         case.extra["high"],
         case.horizon,
         device=device,
+        cuda_graph=mode.startswith("graph"),
         **case.options,
     )
     objective = ModelObjective(
@@ -121,16 +144,40 @@ def time_plans(case: Case, device: torch.device, compiled: bool, repeats: int) -
         particles=case.particles,
         propagation=case.propagation,
         generator=planner.generator,
-        compiled=compiled,
+        compiled="compiled" in mode,
+        precision=precision_of(mode),
     )
-    for _ in range(3 if compiled else 1):  # compiled: compile, then warm the CUDA graphs
+    return objective, planner
+
+
+def time_plans(case: Case, device: torch.device, mode: str, repeats: int) -> float:
+    """Milliseconds per ``plan`` after warm-up plans (which include compilation and capture)."""
+    torch._dynamo.reset()  # each case compiles afresh, never hitting the recompile limit
+    objective, planner = objective_and_planner(case, device, mode)
+    for _ in range(3 if mode != "eager" else 1):
         planner.plan(objective)
+    if mode.startswith("graph") and not planner.cuda_graph:
+        raise RuntimeError("the plan could not be captured (see the warning above)")
     synchronize(device)
     began = time.perf_counter()
     for _ in range(repeats):
         planner.plan(objective)
     synchronize(device)
     return 1000 * (time.perf_counter() - began) / repeats
+
+
+def return_error(case: Case, device: torch.device, precision: Precision) -> float:
+    """Largest change of predicted returns in ``precision`` vs fp32, relative to the largest
+    return, over 256 random sequences (untrained model: a pessimistic, chaotic case)."""
+    objective, planner = objective_and_planner(case, device, "eager")
+    actions = planner._to_env(planner._uniform(256))
+    returns = []
+    for objective.precision in (Precision.FP32, precision):
+        planner.generator.manual_seed(0)  # the same model noise in both
+        with torch.inference_mode():
+            returns.append(objective(actions))
+    exact, fast = returns
+    return ((fast - exact).abs().max() / exact.abs().max().clamp_min(1e-8)).item()
 
 
 def synchronize(device: torch.device) -> None:
@@ -172,9 +219,17 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--modes", nargs="+", default=["eager", "compiled"])
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=["eager", "compiled"])
     parser.add_argument(
-        "--only", default="", help="rerun only cases whose label contains this (others are kept)"
+        "--compile-only",
+        nargs="*",
+        default=None,
+        help="run the compiled modes only for cases whose label contains one of these",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="rerun only cases whose label contains this (other cases and modes are kept)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -184,35 +239,53 @@ def main() -> None:
         f"ensemble forward: {throughput['dynaplan_rows_per_s'] / 1e6:.2f} M member-rows/s "
         f"(plain baddbmm {throughput['plain_baddbmm_rows_per_s'] / 1e6:.2f} M)"
     )
-    rows = []
-    for label, case in {**REFERENCE_CASES, **preset_cases()}.items():
-        if args.only not in label:
-            continue
-        row: dict[str, Any] = {"case": label, "planner": case.planner}
-        for mode in args.modes:
-            row[f"{mode}_ms"] = round(time_plans(case, device, mode == "compiled", args.repeats), 2)
-        if {"eager_ms", "compiled_ms"} <= row.keys():
-            row["speedup"] = round(row["eager_ms"] / row["compiled_ms"], 2)
-        rows.append(row)
-        timings = {k: v for k, v in row.items() if k not in ("case", "planner")}
-        print(f"{label:<60} " + "  ".join(f"{k} {v}" for k, v in timings.items()))
+    cases = {
+        label: case
+        for label, case in {**REFERENCE_CASES, **preset_cases()}.items()
+        if args.only in label
+    }
+    rows = {label: {"case": label, "planner": case.planner} for label, case in cases.items()}
+    # modes outside, cases inside: the fast modes cover every case before any slow compilation
+    for mode in args.modes:
+        for label, case in cases.items():
+            compile_case = args.compile_only is None or any(k in label for k in args.compile_only)
+            if "compiled" in mode and not compile_case:
+                continue
+            row = rows[label]
+            try:
+                row[f"{mode}_ms"] = round(time_plans(case, device, mode, args.repeats), 2)
+            except Exception as exc:  # report and go on: one broken mode must not cost the run
+                row[f"{mode}_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            precision = precision_of(mode)
+            if precision != Precision.FP32:
+                row[f"{precision}_return_rel_err"] = return_error(case, device, precision)
+            print(f"{label:<60} {mode:<20} {row.get(f'{mode}_ms', 'failed')}", flush=True)
+            write(list(rows.values()), args, device, throughput)  # a killed run keeps its rows
+
+
+def write(rows: list[dict], args: argparse.Namespace, device: torch.device, throughput: dict):
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"planning_speed{'_cuda' if device.type == 'cuda' else ''}.json"
-    if args.only and out.exists():  # keep the earlier rows of the cases not rerun
-        rerun = {row["case"] for row in rows}
-        kept = [r for r in json.loads(out.read_text())["results"] if r["case"] not in rerun]
-        rows = kept + rows
+    if args.only and out.exists():  # keep earlier rows and the earlier modes of rerun cases
+        merged = {row["case"]: row for row in json.loads(out.read_text())["results"]}
+        for row in rows:
+            merged[row["case"]] = {**merged.get(row["case"], {}), **row}
+        rows = list(merged.values())
+    for row in rows:
+        others = [v for k, v in row.items() if k.endswith("_ms") and k != "eager_ms"]
+        if "eager_ms" in row and others:
+            row["speedup"] = round(row["eager_ms"] / min(others), 2)
     summary = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "threads": args.threads,
         "torch": torch.__version__,
         "repeats": args.repeats,
+        "modes": args.modes,
         "ensemble_forward": throughput,
         "results": rows,
     }
     out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dynaplan.errors import ConfigError
-from dynaplan.types import Propagation
+from dynaplan.types import Precision, Propagation
 
 MODEL_KINDS = ("mlp", "ensemble", "pets")
 PLANNER_NAMES = ("shooting", "cem", "mppi", "grad", "cem-grad")
@@ -67,7 +67,11 @@ class PlannerConfig:
     replan_every: int = 1
     """Execute this many planned actions before planning again."""
     compile: bool = False
-    """Roll the model out through torch.compile (CUDA graphs on GPU); eager where it fails."""
+    """Roll the model out through torch.compile (fused kernels); eager where it fails."""
+    cuda_graph: bool = True
+    """On CUDA, capture each whole plan as one CUDA graph and replay it; eager where it fails."""
+    precision: Precision = Precision.FP32
+    """Matmul arithmetic of planning rollouts: fp32, tf32 (CUDA) or bf16 (see planning_speed)."""
     num_candidates: int | None = None
     """grad: parallel candidate sequences."""
     iterations: int | None = None
@@ -238,8 +242,9 @@ class TrainConfig:
         try:
             dynamics = ModelConfig(**data.pop("dynamics", {}))
             search = dict(data.pop("search", {}))
-            if "propagation" in search:
-                search["propagation"] = Propagation(search["propagation"])
+            for name, kind in (("propagation", Propagation), ("precision", Precision)):
+                if name in search:
+                    search[name] = kind(search[name])
             value = ValueConfig(**data.pop("value", {}))
             return cls(**data, dynamics=dynamics, search=PlannerConfig(**search), value=value)
         except (TypeError, ValueError) as exc:

@@ -35,6 +35,17 @@ class Propagation(StrEnum):
     """Each particle keeps one member for the whole horizon."""
 
 
+class Precision(StrEnum):
+    """Arithmetic of the model's matrix products during planning (states stay fp32)."""
+
+    FP32 = "fp32"
+    """Full fp32: the reference every other choice is measured against."""
+    TF32 = "tf32"
+    """TF32 tensor cores on CUDA (fp32 elsewhere)."""
+    BF16 = "bf16"
+    """bfloat16 autocast of the model's layers; rewards and states stay fp32."""
+
+
 class Objective(Protocol):
     """A batched planning objective; planners know nothing else about the problem."""
 

@@ -2,16 +2,23 @@ import pytest
 
 from dynaplan.config import TrainConfig
 from dynaplan.errors import ConfigError
-from dynaplan.types import Propagation
+from dynaplan.types import Precision, Propagation
 
 
 def test_with_fields_sets_dotted_fields_on_a_copy():
     base = TrainConfig()
     changed = base.with_fields(
-        {"horizon": 5, "search.lr": 0.1, "dynamics.hidden_size": 64, "search.propagation": "ts1"}
+        {
+            "horizon": 5,
+            "search.lr": 0.1,
+            "dynamics.hidden_size": 64,
+            "search.propagation": "ts1",
+            "search.precision": "bf16",
+        }
     )
     assert (changed.horizon, changed.search.lr, changed.dynamics.hidden_size) == (5, 0.1, 64)
     assert changed.search.propagation is Propagation.TS1
+    assert changed.search.precision is Precision.BF16
     assert (base.horizon, base.search.lr, base.dynamics.hidden_size) == (10, None, 200)
 
 
@@ -25,6 +32,7 @@ def test_with_fields_sets_dotted_fields_on_a_copy():
         ({"horizon": 2.5}, "horizon must be of type int"),
         ({"horizon": True}, "horizon must be of type int"),
         ({"search.propagation": "ts2"}, "search.propagation must be of type"),
+        ({"search.precision": "fp16"}, "search.precision must be of type"),
     ],
 )
 def test_with_fields_refuses_unknown_fields_and_wrong_types(changes, message):

@@ -58,6 +58,7 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
         config.horizon,
         config.seed,
         device,
+        cuda_graph=config.search.cuda_graph,
         **config.search.options(config.planner),
     )
     return MPCAgent(
@@ -69,6 +70,7 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
         propagation=config.search.propagation,
         replan_every=config.search.replan_every,
         compiled=config.search.compile,
+        precision=config.search.precision,
         terminal_value=build_value(config, obs_dim).to(device) if config.value.enabled else None,
     )
 

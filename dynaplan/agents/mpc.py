@@ -11,7 +11,7 @@ from dynaplan.models import DynamicsModel
 from dynaplan.planners import ModelObjective
 from dynaplan.planners.objective import TerminalValue
 from dynaplan.tasks import Task
-from dynaplan.types import Planner, Propagation, as_tensor
+from dynaplan.types import Planner, Precision, Propagation, as_tensor
 
 
 class MPCAgent:
@@ -22,7 +22,7 @@ class MPCAgent:
         planner: optimises the action sequence; its warm start lives inside it.
         gamma, particles, propagation, terminal_value: the objective's settings.
         replan_every: execute this many planned actions between plans.
-        compiled: roll out through ``torch.compile`` (see ``ModelObjective``).
+        compiled, precision: how rollouts run (see ``ModelObjective``).
     """
 
     def __init__(
@@ -36,13 +36,26 @@ class MPCAgent:
         terminal_value: TerminalValue | None = None,
         replan_every: int = 1,
         compiled: bool = False,
+        precision: Precision = Precision.FP32,
     ) -> None:
         self.model, self.task, self.planner = model, task, planner
-        self.gamma, self.particles, self.propagation = gamma, particles, propagation
-        self.terminal_value = terminal_value
-        self.replan_every, self.compiled = replan_every, compiled
+        self.terminal_value, self.replan_every = terminal_value, replan_every
+        # one objective for the agent's life: each plan copies the observation into its start,
+        # so a planner's captured CUDA graph stays valid from plan to plan
+        self.objective = ModelObjective(
+            model,
+            task,
+            torch.zeros(model.obs_dim, device=planner.device),
+            gamma=gamma,
+            particles=particles,
+            propagation=propagation,
+            terminal_value=terminal_value,
+            generator=planner.generator,
+            compiled=compiled,
+            precision=precision,
+        )
         self.plan_seconds, self.plans = 0.0, 0
-        self._plan: torch.Tensor | None = None
+        self._plan: np.ndarray | None = None  # [H, A], on the host
         self._executed = 0
 
     def reset(self) -> None:
@@ -53,25 +66,17 @@ class MPCAgent:
         """Action ``[A]`` for observation ``[S]``."""
         if self._plan is None or self._executed >= self.replan_every:
             start = time.perf_counter()
-            objective = ModelObjective(
-                self.model,
-                self.task,
-                as_tensor(obs, self.planner.device),
-                gamma=self.gamma,
-                particles=self.particles,
-                propagation=self.propagation,
-                terminal_value=self.terminal_value,
-                generator=self.planner.generator,
-                compiled=self.compiled,
-            )
+            self.objective.start.copy_(as_tensor(obs, self.planner.device))
             self.model.eval()
-            self._plan = self.planner.plan(objective, max(self._executed, 1))
+            # one copy to the host per plan, inside the timing: GPU work is asynchronous
+            plan = self.planner.plan(self.objective, max(self._executed, 1))
+            self._plan = plan.detach().cpu().numpy()
             self._executed = 0
             self.plan_seconds += time.perf_counter() - start
             self.plans += 1
         action = self._plan[self._executed]
         self._executed += 1
-        return action.detach().cpu().numpy()
+        return action.copy()
 
     @property
     def ms_per_plan(self) -> float:

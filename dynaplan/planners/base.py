@@ -1,11 +1,24 @@
-"""What every planner shares: bounds, normalised actions, warm start and the NaN rule.
+"""What every planner shares: bounds, normalised actions, warm start, the NaN rule and
+whole-plan CUDA graphs.
 
 Planners search in normalised action units ``u ∈ [-1, 1]`` and map to the env's
 bounds with ``a = mid + half_range * u``, so step sizes and noise scales mean the
 same for every environment.
+
+On a GPU, eager planning is bound by kernel launches (thousands of small kernels per
+plan). With ``cuda_graph=True`` a planner on CUDA captures one whole plan, every
+iteration and every model step, as a single CUDA graph the first time it plans against
+an objective, and replays it afterwards: only the warm start and the objective's start
+observation change between replays, and both are copied into the graph's static inputs.
+The objective's tensors (model weights, normaliser statistics, elites) are read where
+they lie, so they must be updated in place (optimisers and ``load_state_dict`` do).
+Every planner's ``_optimize`` is written without host synchronisation so it can be
+captured; where capture fails the planner warns once and stays eager.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -28,6 +41,7 @@ class PlannerBase:
         horizon: ``H``, steps per planned sequence.
         seed: seeds the planner's own generator (same seed, same plans).
         device: where the search runs.
+        cuda_graph: on CUDA, replay each plan as one captured CUDA graph (module docstring).
     """
 
     def __init__(
@@ -37,6 +51,7 @@ class PlannerBase:
         horizon: int,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        cuda_graph: bool = False,
     ) -> None:
         if horizon <= 0:
             raise ConfigError(f"the planning horizon must be positive, got {horizon}")
@@ -50,6 +65,8 @@ class PlannerBase:
         self._mid, self._half_range = (high + low) / 2, (high - low) / 2
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self._previous: Tensor | None = None  # [H, A], normalised
+        self.cuda_graph = cuda_graph and self.device.type == "cuda"
+        self._graph: _CapturedPlan | None = None
 
     def reset(self) -> None:
         self._previous = None
@@ -57,9 +74,31 @@ class PlannerBase:
     def plan(self, objective: Objective, steps_since_last_plan: int = 1) -> Tensor:
         """Best action sequence ``[H, A]`` in env units, warm-started from the last plan."""
         start = self._warm_start(steps_since_last_plan)
-        normalized = self._optimize(lambda u: objective(self._to_env(u)), start)
+        if self.cuda_graph:
+            normalized = self._replay(objective, start)
+        else:
+            normalized = self._optimize(self._normalized(objective), start)
         self._previous = normalized.detach().clamp(-1, 1)
         return self._to_env(self._previous)
+
+    def _normalized(self, objective: Objective) -> Objective:
+        return lambda u: objective(self._to_env(u))
+
+    def _replay(self, objective: Objective, start: Tensor) -> Tensor:
+        """The plan from the CUDA graph captured for ``objective`` (captured on first use)."""
+        if self._graph is None or self._graph.objective is not objective:
+            try:
+                self._graph = _CapturedPlan(self, objective, start)
+            except Exception as exc:  # capture errors come from many layers (CUDA, autograd)
+                warnings.warn(
+                    f"capturing the plan as a CUDA graph failed ({type(exc).__name__}: {exc}); "
+                    "planning continues eagerly (set cuda_graph=False to silence this)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                self.cuda_graph, self._graph = False, None
+                return self._optimize(self._normalized(objective), start)
+        return self._graph.replay(start)
 
     def _optimize(self, objective: Objective, start: Tensor) -> Tensor:
         """Normalised ``[H, A]`` plan; ``objective`` takes normalised ``[B, H, A]``."""
@@ -90,3 +129,41 @@ class PlannerBase:
     def load_state_dict(self, state: dict) -> None:
         self._previous = state["previous"]
         self.generator.set_state(state["generator"])
+        self._graph = None  # recapture from the restored generator state
+
+
+class _CapturedPlan:
+    """One planner's ``_optimize`` against one objective, captured as a CUDA graph.
+
+    Warm-up runs on a side stream (as CUDA graph capture requires) and the generator state
+    is restored afterwards, so the first replay draws the same random numbers as the first
+    eager plan would; the generator is registered with the graph, so every replay draws
+    fresh ones.
+    """
+
+    def __init__(self, planner: PlannerBase, objective: Objective, start: Tensor) -> None:
+        self.objective = objective
+        normalized_objective = planner._normalized(objective)
+
+        def optimize(warm_start: Tensor) -> Tensor:
+            return planner._optimize(normalized_objective, warm_start)
+
+        self.start = start.clone()
+        rng_state = planner.generator.get_state()
+        side = torch.cuda.Stream(device=planner.device)
+        side.wait_stream(torch.cuda.current_stream(planner.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                optimize(self.start)
+        torch.cuda.current_stream(planner.device).wait_stream(side)
+        planner.generator.set_state(rng_state)
+        self.graph = torch.cuda.CUDAGraph()
+        self.graph.register_generator_state(planner.generator)
+        with torch.cuda.graph(self.graph):
+            self.plan = optimize(self.start)
+
+    def replay(self, start: Tensor) -> Tensor:
+        """The captured plan ``[H, A]`` (normalised) from warm start ``start [H, A]``."""
+        self.start.copy_(start)
+        self.graph.replay()
+        return self.plan.clone()

@@ -41,7 +41,7 @@ class CEMGradientPlanner(PlannerBase):
 
     def _optimize(self, objective: Objective, start: Tensor) -> Tensor:
         mean, std = start, torch.full_like(start, self.init_std)
-        best, best_return = start, torch.tensor(-torch.inf, device=start.device)
+        best, best_return = start, torch.full((), -torch.inf, device=start.device)
         for _ in range(self.iterations):
             with torch.no_grad():
                 samples = (mean + std * self._normal(self.population)).clamp(-1, 1)

@@ -27,18 +27,21 @@ def gradient_ascent(
 ) -> AscentResult:
     """Adam ascent of ``objective`` on normalised ``candidates: [K, H, A]``, kept in [-1, 1].
 
-    A candidate whose return is not finite gets no gradient and is never chosen.
+    A candidate whose return is not finite gets no gradient and is never chosen. Nothing
+    here waits for the device, so a whole ascent can be captured as a CUDA graph.
     """
     candidates = candidates.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([candidates], lr=lr)
+    capturing = candidates.is_cuda and torch.cuda.is_current_stream_capturing()
+    optimizer = torch.optim.Adam([candidates], lr=lr, capturable=capturing)
     best = candidates.detach()[0].clone()
-    best_return = torch.tensor(-torch.inf, device=candidates.device)
+    best_return = torch.full((), -torch.inf, device=candidates.device)
     for step in range(steps + 1):
         returns = sanitize_returns(objective(candidates))
-        top = returns.detach().argmax()
-        better = returns.detach()[top] > best_return
-        best = torch.where(better, candidates.detach()[top], best)
-        best_return = torch.where(better, returns.detach()[top], best_return)
+        top_return, top = returns.detach().max(0)
+        better = top_return > best_return
+        # index_select, not [top]: indexing by a 0-dim tensor reads it on the host
+        best = torch.where(better, candidates.detach().index_select(0, top[None])[0], best)
+        best_return = torch.where(better, top_return, best_return)
         if step == steps:
             break
         finite = torch.isfinite(returns)

@@ -39,8 +39,9 @@ class MPPIPlanner(PlannerBase):
             samples = (mean + self.noise_std * self._normal(self.num_samples)).clamp(-1, 1)
             samples[0] = mean
             returns = sanitize_returns(objective(samples))
-            if not torch.isfinite(returns).any():
-                continue  # nothing to learn from; keep the current plan
             weights = torch.softmax(returns / self.temperature, dim=0)  # -inf -> weight 0
-            mean = torch.einsum("b,bha->ha", weights, samples)
+            # all returns -inf: nothing to learn from, keep the current plan (no host sync)
+            mean = torch.where(
+                torch.isfinite(returns).any(), torch.einsum("b,bha->ha", weights, samples), mean
+            )
         return mean

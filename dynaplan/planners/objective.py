@@ -1,22 +1,24 @@
 """The planning objective: roll a learned model forward and sum discounted task rewards.
 
 The rollout is the hot path of every planner. With ``compiled=True`` it goes through
-``torch.compile`` (on CUDA in ``reduce-overhead`` mode, i.e. as CUDA graphs), one compiled
-program per model, task and batch shape; where compilation fails (no C++ compiler, an
-unsupported op) planning warns once and stays eager.
+``torch.compile`` (fused elementwise kernels), one compiled program per model, task and batch
+shape; where compilation fails (no C++ compiler, an unsupported op) planning warns once and
+stays eager. Launch overhead on a GPU is the planner's business: it captures the whole plan,
+compiled rollouts included, as one CUDA graph (see ``dynaplan.planners.base``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
 
 from dynaplan.models import DynamicsModel
 from dynaplan.tasks import Task
-from dynaplan.types import Propagation
+from dynaplan.types import Precision, Propagation
 
 TerminalValue = Callable[[Tensor], Tensor]
 """``V(obs [N, S]) -> [N]``, added as ``γ^H V(ŝ_H)`` for rollouts still alive at the horizon."""
@@ -31,13 +33,16 @@ class ModelObjective:
     Args:
         model: the learned dynamics.
         task: supplies the differentiable reward and the termination rule.
-        start: ``[S]`` the current observation.
+        start: ``[S]`` the current observation; kept as a copy, update it in place
+            (``objective.start.copy_(obs)``) to plan from a new state with the same objective.
         gamma: discount factor.
         particles: rollouts per sequence (``P``); with ``TSINF`` a multiple of the elites.
         propagation: how particles use the ensemble members.
         terminal_value: optional value of the last predicted state.
         generator: randomness of the TS modes and probabilistic sampling.
         compiled: roll out through ``torch.compile`` (see the module docstring).
+        precision: arithmetic of the model's matrix products (``Precision``); the
+            benchmark ``planning_speed.py`` measures what TF32 and bf16 change in the returns.
     """
 
     def __init__(
@@ -51,13 +56,15 @@ class ModelObjective:
         terminal_value: TerminalValue | None = None,
         generator: torch.Generator | None = None,
         compiled: bool = False,
+        precision: Precision = Precision.FP32,
     ) -> None:
         if start.ndim != 1:
             raise ValueError(f"start must be one observation [S], got shape {tuple(start.shape)}")
-        self.model, self.task, self.start = model, task, start
+        self.model, self.task, self.start = model, task, start.clone()
         self.gamma, self.particles, self.propagation = gamma, particles, propagation
         self.terminal_value = terminal_value
         self.generator, self.compiled = generator, compiled
+        self.precision = Precision(precision)
 
     def __call__(self, actions: Tensor) -> Tensor:
         if actions.ndim != 3:
@@ -73,14 +80,32 @@ class ModelObjective:
             self.terminal_value,
             self.generator,
         )
-        if self.compiled:
-            compiled = _compiled_rollout(actions.device)
-            if compiled is not None:
-                try:
-                    return compiled(*args)
-                except Exception as exc:  # inductor/dynamo errors have no common base class
-                    _disable_compilation(actions.device, exc)
-        return rollout_returns(*args)
+        with matmul_precision(self.precision, actions.device):
+            if self.compiled:
+                compiled = _compiled_rollout(actions.device)
+                if compiled is not None:
+                    try:
+                        return compiled(*args).float()
+                    except Exception as exc:  # inductor/dynamo errors have no common base class
+                        _disable_compilation(actions.device, exc)
+            return rollout_returns(*args).float()
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: Precision, device: torch.device) -> Iterator[None]:
+    """Run the block's matrix products in ``precision`` (TF32 only changes CUDA matmuls)."""
+    if precision == Precision.BF16:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    elif precision == Precision.TF32 and device.type == "cuda":
+        before = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = before
+    else:
+        yield
 
 
 def rollout_returns(
@@ -118,8 +143,7 @@ _COMPILED: dict[str, Callable[..., Tensor] | None] = {}
 
 def _compiled_rollout(device: torch.device) -> Callable[..., Tensor] | None:
     if device.type not in _COMPILED:
-        mode = "reduce-overhead" if device.type == "cuda" else None
-        _COMPILED[device.type] = torch.compile(rollout_returns, mode=mode, dynamic=False)
+        _COMPILED[device.type] = torch.compile(rollout_returns, dynamic=False)
     return _COMPILED[device.type]
 
 

@@ -21,4 +21,4 @@ class RandomShootingPlanner(PlannerBase):
         samples = self._uniform(self.num_samples)
         samples[0] = start
         returns = sanitize_returns(objective(samples))
-        return samples[returns.argmax()]
+        return samples.index_select(0, returns.argmax()[None])[0]  # no host read of the index

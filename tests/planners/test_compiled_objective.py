@@ -7,6 +7,7 @@ from dynaplan import tasks
 from dynaplan.envs import POINT_MASS_ID
 from dynaplan.models import DynamicsModel
 from dynaplan.planners import ModelObjective, objective
+from dynaplan.types import Precision
 
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 """fp32 compiled vs fp32 eager: same maths, fused kernels may reorder sums."""
@@ -48,3 +49,19 @@ def test_a_failing_compilation_warns_once_and_plans_eagerly(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fallback(actions)  # warned once already
+
+
+def test_reduced_precision_stays_close_to_fp32_and_keeps_returns_fp32():
+    torch.manual_seed(0)
+    model = DynamicsModel(2, 2, ensemble_size=3, hidden_size=32, num_layers=2).eval()
+    start, actions = torch.tensor([0.7, -0.4]), torch.rand(8, 4, 2) * 2 - 1
+    exact = make_objective(False, model, start)(actions)
+    for precision, tolerance in ((Precision.TF32, 0.0), (Precision.BF16, 2e-2)):
+        candidates = actions.clone().requires_grad_(True)
+        returns = make_objective(False, model, start, precision=precision)(candidates)
+        assert returns.dtype == torch.float32
+        torch.testing.assert_close(returns.detach(), exact, rtol=tolerance, atol=tolerance)
+        (grad,) = torch.autograd.grad(returns.sum(), candidates)
+        assert torch.isfinite(grad).all()
+    with pytest.raises(ValueError, match="fp16"):
+        make_objective(False, model, start, precision="fp16")

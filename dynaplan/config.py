@@ -72,6 +72,8 @@ class PlannerConfig:
     """On CUDA, capture each whole plan as one CUDA graph and replay it; eager where it fails."""
     precision: Precision = Precision.FP32
     """Matmul arithmetic of planning rollouts: fp32, tf32 (CUDA) or bf16 (see planning_speed)."""
+    disagreement_penalty: float = 0.0
+    """Subtract this times the ensemble's disagreement from each predicted reward (ensembles)."""
     num_candidates: int | None = None
     """grad: parallel candidate sequences."""
     iterations: int | None = None
@@ -203,6 +205,15 @@ class TrainConfig:
             raise ConfigError(f"gamma must be in (0, 1], got {self.search.gamma}")
         if self.search.replan_every > self.horizon:
             raise ConfigError("replan_every cannot exceed the horizon")
+        if self.search.disagreement_penalty < 0:
+            raise ConfigError("search.disagreement_penalty must be >= 0")
+        if self.search.disagreement_penalty and (
+            self.model == "mlp" or self.search.propagation != Propagation.EXPECTATION
+        ):
+            raise ConfigError(
+                "search.disagreement_penalty needs an ensemble (--model ensemble or pets) "
+                "and --search.propagation EXPECTATION"
+            )
         v = self.value
         if min(v.ensemble_size, v.hidden_size, v.num_layers, v.batch_size, v.updates) <= 0:
             raise ConfigError("value sizes, batch_size and updates must be positive")

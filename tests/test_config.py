@@ -43,3 +43,18 @@ def test_with_fields_refuses_unknown_fields_and_wrong_types(changes, message):
 def test_an_int_is_a_float_and_none_fits_optional_fields():
     config = TrainConfig().with_fields({"dynamics.lr": 1, "search.lr": None})
     assert config.dynamics.lr == 1 and config.search.lr is None
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"search.disagreement_penalty": -1.0}, ">= 0"),
+        ({"search.disagreement_penalty": 1.0}, "needs an ensemble"),
+        ({"search.disagreement_penalty": 1.0, "model": "ensemble", "search.propagation": "ts1"},
+         "needs an ensemble"),
+    ],
+)  # fmt: skip
+def test_bad_disagreement_penalties_are_config_errors(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig().with_fields(changes).validate()
+    TrainConfig().with_fields({"search.disagreement_penalty": 1.0, "model": "ensemble"}).validate()

@@ -27,6 +27,13 @@ def test_loop_solves_the_point_mass_with_every_planner(planner, tmp_path):
     assert final > -8.0, f"{planner}: final evaluation return {final:.1f}"
 
 
+def test_an_ensemble_with_a_disagreement_penalty_solves_the_point_mass(tmp_path):
+    config = toy_config(model="ensemble")
+    config.search.disagreement_penalty = 1.0
+    final = loop.train(config, tmp_path / "run").metrics[-1]["eval_return_mean"]
+    assert final > -8.0, f"final evaluation return {final:.1f}"
+
+
 def test_run_folder_layout(tmp_path):
     config = toy_config(model="pets", search=PLANNER_OPTIONS["grad"])
     config.search.particles = 5

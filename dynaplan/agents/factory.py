@@ -71,6 +71,7 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
         replan_every=config.search.replan_every,
         compiled=config.search.compile,
         precision=config.search.precision,
+        disagreement_penalty=config.search.disagreement_penalty,
         terminal_value=build_value(config, obs_dim).to(device) if config.value.enabled else None,
     )
 

@@ -23,6 +23,7 @@ class MPCAgent:
         gamma, particles, propagation, terminal_value: the objective's settings.
         replan_every: execute this many planned actions between plans.
         compiled, precision: how rollouts run (see ``ModelObjective``).
+        disagreement_penalty: penalise ensemble disagreement (see ``ModelObjective``).
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class MPCAgent:
         replan_every: int = 1,
         compiled: bool = False,
         precision: Precision = Precision.FP32,
+        disagreement_penalty: float = 0.0,
     ) -> None:
         self.model, self.task, self.planner = model, task, planner
         self.terminal_value, self.replan_every = terminal_value, replan_every
@@ -53,6 +55,7 @@ class MPCAgent:
             generator=planner.generator,
             compiled=compiled,
             precision=precision,
+            disagreement_penalty=disagreement_penalty,
         )
         self.plan_seconds, self.plans = 0.0, 0
         self._plan: np.ndarray | None = None  # [H, A], on the host

@@ -163,10 +163,8 @@ class DynamicsModel(nn.Module):
             )
         x = self.normalized_inputs(obs, action)
         n, m = x.shape[0], self.num_elites
-        members = None if m == self.ensemble_size else self.elites
         if propagation == Propagation.EXPECTATION:
-            mean, _ = self(x.expand(m, n, x.shape[-1]), members)
-            delta = mean.mean(0)
+            delta = self._elite_means(x).mean(0)
         else:
             if n % m:
                 raise ValueError(f"{propagation} needs rows ({n}) divisible by the elites ({m})")
@@ -177,7 +175,7 @@ class DynamicsModel(nn.Module):
             )
             if order is not None:
                 x = x[order]
-            mean, logvar = self(x.view(n // m, m, -1).transpose(0, 1), members)
+            mean, logvar = self(x.view(n // m, m, -1).transpose(0, 1), self._elite_indices())
             if logvar is not None:
                 noise = torch.randn(mean.shape, generator=generator, device=x.device)
                 mean = mean + noise * (0.5 * logvar).exp()
@@ -185,6 +183,26 @@ class DynamicsModel(nn.Module):
             if order is not None:
                 delta = torch.empty_like(delta).index_copy_(0, order, delta)
         return obs + self.target_norm.denormalize(delta)
+
+    def step_with_disagreement(self, obs: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        """The ``EXPECTATION`` step ``[N, S]`` and the elites' disagreement ``[N]`` about it.
+
+        Disagreement is the standard deviation across elite members of their predicted
+        (normalised) deltas, averaged over state dimensions: zero for a single network, large
+        where the members extrapolate differently, i.e. off the training data.
+        """
+        means = self._elite_means(self.normalized_inputs(obs, action))  # [m, N, S]
+        disagreement = means.std(0, unbiased=False).mean(-1)
+        return obs + self.target_norm.denormalize(means.mean(0)), disagreement
+
+    def _elite_means(self, x: Tensor) -> Tensor:
+        """Every elite's normalised delta mean ``[m, N, S]`` for normalised inputs ``[N, S+A]``."""
+        mean, _ = self(x.expand(self.num_elites, *x.shape), self._elite_indices())
+        return mean
+
+    def _elite_indices(self) -> Tensor | None:
+        """The elites' member indices, or None when every member is an elite."""
+        return None if self.num_elites == self.ensemble_size else self.elites
 
     # -- persistence -----------------------------------------------------------------------------
 

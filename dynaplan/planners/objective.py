@@ -41,6 +41,9 @@ class ModelObjective:
         terminal_value: optional value of the last predicted state.
         generator: randomness of the TS modes and probabilistic sampling.
         compiled: roll out through ``torch.compile`` (see the module docstring).
+        disagreement_penalty: ``λ``; each predicted reward loses ``λ`` times the ensemble's
+            disagreement about that step (``DynamicsModel.step_with_disagreement``), so plans
+            avoid where the model extrapolates. Needs ``EXPECTATION`` propagation.
         precision: arithmetic of the model's matrix products (``Precision``); the
             benchmark ``planning_speed.py`` measures what TF32 and bf16 change in the returns.
     """
@@ -57,14 +60,18 @@ class ModelObjective:
         generator: torch.Generator | None = None,
         compiled: bool = False,
         precision: Precision = Precision.FP32,
+        disagreement_penalty: float = 0.0,
     ) -> None:
         if start.ndim != 1:
             raise ValueError(f"start must be one observation [S], got shape {tuple(start.shape)}")
+        if disagreement_penalty and propagation != Propagation.EXPECTATION:
+            raise ValueError("a disagreement penalty needs expectation propagation")
         self.model, self.task, self.start = model, task, start.clone()
         self.gamma, self.particles, self.propagation = gamma, particles, propagation
         self.terminal_value = terminal_value
         self.generator, self.compiled = generator, compiled
         self.precision = Precision(precision)
+        self.disagreement_penalty = disagreement_penalty
 
     def __call__(self, actions: Tensor) -> Tensor:
         if actions.ndim != 3:
@@ -79,6 +86,7 @@ class ModelObjective:
             self.propagation,
             self.terminal_value,
             self.generator,
+            self.disagreement_penalty,
         )
         with matmul_precision(self.precision, actions.device):
             if self.compiled:
@@ -118,6 +126,7 @@ def rollout_returns(
     propagation: Propagation,
     terminal_value: TerminalValue | None,
     generator: torch.Generator | None,
+    disagreement_penalty: float = 0.0,
 ) -> Tensor:
     """Mean discounted return ``[B]`` of ``actions [B, H, A]`` from ``start [S]``."""
     num_sequences, horizon, _ = actions.shape
@@ -127,8 +136,13 @@ def rollout_returns(
     alive = torch.ones(rows, device=actions.device)
     total = torch.zeros(rows, device=actions.device)
     for t in range(horizon):
-        next_obs = model.step(obs, actions[:, t], propagation, generator)
-        reward = task.reward(obs, actions[:, t], next_obs)
+        if disagreement_penalty:
+            next_obs, disagreement = model.step_with_disagreement(obs, actions[:, t])
+            reward = task.reward(obs, actions[:, t], next_obs)
+            reward = reward - disagreement_penalty * disagreement
+        else:
+            next_obs = model.step(obs, actions[:, t], propagation, generator)
+            reward = task.reward(obs, actions[:, t], next_obs)
         total = total + (gamma**t) * alive * reward
         alive = alive * (~task.terminated(next_obs)).float()
         obs = next_obs

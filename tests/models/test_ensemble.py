@@ -69,6 +69,22 @@ def test_expectation_is_the_mean_of_elite_members():
     torch.testing.assert_close(m.step(obs, act), expected)
 
 
+def test_disagreement_is_the_elites_spread_and_zero_for_identical_members():
+    m = model(num_elites=2)
+    m.elites.copy_(torch.tensor([1, 3]))
+    obs, act = torch.randn(5, 3), torch.randn(5, 2)
+    next_obs, disagreement = m.step_with_disagreement(obs, act)
+    torch.testing.assert_close(next_obs, m.step(obs, act))
+    mean, _ = m(m.normalized_inputs(obs, act).expand(4, 5, 5))
+    expected = mean[[1, 3]].std(0, unbiased=False).mean(-1)
+    torch.testing.assert_close(disagreement, expected)
+    assert disagreement.shape == (5,) and (disagreement > 0).all()
+    with torch.no_grad():
+        for parameter in m.parameters():
+            parameter.copy_(parameter[:1].expand_as(parameter))  # every member = member 0
+    assert m.step_with_disagreement(obs, act)[1].abs().max() < 1e-6
+
+
 def test_probabilistic_log_variance_stays_in_its_soft_bounds():
     m = model(probabilistic=True)
     _, logvar = m(100 * torch.randn(4, 50, 5))

@@ -65,3 +65,17 @@ def test_reduced_precision_stays_close_to_fp32_and_keeps_returns_fp32():
         assert torch.isfinite(grad).all()
     with pytest.raises(ValueError, match="fp16"):
         make_objective(False, model, start, precision="fp16")
+
+
+def test_the_disagreement_penalty_is_linear_in_lambda_and_needs_expectation():
+    torch.manual_seed(0)
+    model = DynamicsModel(2, 2, ensemble_size=3, hidden_size=32, num_layers=2).eval()
+    start, actions = torch.tensor([0.7, -0.4]), torch.rand(8, 4, 2) * 2 - 1
+    returns = [
+        make_objective(False, model, start, disagreement_penalty=penalty)(actions)
+        for penalty in (0.0, 0.5, 1.0)
+    ]
+    assert (returns[1] < returns[0]).all()
+    torch.testing.assert_close(returns[0] - returns[2], 2 * (returns[0] - returns[1]))
+    with pytest.raises(ValueError, match="expectation"):
+        make_objective(False, model, start, disagreement_penalty=1.0, propagation="tsinf")

@@ -121,6 +121,8 @@ class EvaluateCommand:
     """Episodes to run."""
     seed: int = 12345
     """Seed of the first episode."""
+    no_plan: bool = False
+    """Act with the run's policy prior alone, without planning (runs with policy.enabled)."""
 
 
 SOLVED_RETURN = 1000.0
@@ -289,10 +291,18 @@ def _evaluate(args: list[str]) -> None:
     from dynaplan.agents.factory import load_mpc_agent
     from dynaplan.envs import make_env
     from dynaplan.evaluation import evaluate
+    from dynaplan.policy import PolicyAgent
 
     command = tyro.cli(EvaluateCommand, args=args, prog="dynaplan evaluate")
     load = load_baseline_agent if is_baseline_run(command.run_dir) else load_mpc_agent
     agent, config = load(command.run_dir)
+    if command.no_plan:
+        if getattr(agent, "policy", None) is None:
+            raise ConfigError(
+                f"{command.run_dir} has no policy prior to act without planning; "
+                "train with --policy.enabled"
+            )
+        agent = PolicyAgent(agent.policy)
     env = make_env(config.env, **config.env_kwargs)
     result = evaluate(agent, env, command.episodes, command.seed)
     print(

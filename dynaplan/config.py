@@ -144,6 +144,28 @@ class ValueConfig:
 
 
 @dataclass
+class PolicyConfig:
+    """A policy prior trained through the model (dynaplan.policy) that seeds the planner."""
+
+    enabled: bool = False
+    """Learn π(s) on imagined rollouts after each model fit; its plan seeds the planner."""
+    hidden_size: int = 256
+    num_layers: int = 2
+    horizon: int | None = None
+    """Imagined steps per rollout (None: the planning horizon); the value, if any, ends it."""
+    gamma: float = 0.99
+    lr: float = 3e-4
+    batch_size: int = 256
+    """Start states per update."""
+    updates: int = 200
+    """Ascent steps after each model training round."""
+    share: float = 0.25
+    """Share of the planner's candidates drawn around the policy's plan."""
+    noise: float = 0.1
+    """Std of those draws in normalised action units."""
+
+
+@dataclass
 class TrainConfig:
     """One model-based RL run (Algorithm 1): random data, then train model / act by MPC."""
 
@@ -176,6 +198,7 @@ class TrainConfig:
     dynamics: ModelConfig = field(default_factory=ModelConfig)
     search: PlannerConfig = field(default_factory=PlannerConfig)
     value: ValueConfig = field(default_factory=ValueConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     threads: int = 1
     """CPU threads for torch; small models plan fastest on one (0 keeps torch's default)."""
     progress: bool = True
@@ -222,6 +245,14 @@ class TrainConfig:
                 "need value.gamma in (0, 1), value.tau in (0, 1], value.lr > 0, "
                 "value.pessimism >= 0"
             )
+        pi = self.policy
+        if min(pi.hidden_size, pi.num_layers, pi.batch_size, pi.updates, pi.horizon or 1) <= 0:
+            raise ConfigError("policy sizes, horizon, batch_size and updates must be positive")
+        if not (0 < pi.gamma <= 1 and pi.lr > 0 and 0 <= pi.share <= 1 and pi.noise >= 0):
+            raise ConfigError(
+                "need policy.gamma in (0, 1], policy.lr > 0, policy.share in [0, 1], "
+                "policy.noise >= 0"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,7 +288,14 @@ class TrainConfig:
                 if name in search:
                     search[name] = kind(search[name])
             value = ValueConfig(**data.pop("value", {}))
-            return cls(**data, dynamics=dynamics, search=PlannerConfig(**search), value=value)
+            policy = PolicyConfig(**data.pop("policy", {}))
+            return cls(
+                **data,
+                dynamics=dynamics,
+                search=PlannerConfig(**search),
+                value=value,
+                policy=policy,
+            )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"bad configuration: {exc}") from exc
 
@@ -273,6 +311,7 @@ SECTIONS: dict[str, type] = {  # nested sections, addressed by dotted paths (sea
     "dynamics": ModelConfig,
     "search": PlannerConfig,
     "value": ValueConfig,
+    "policy": PolicyConfig,
 }
 
 

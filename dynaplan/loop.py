@@ -32,6 +32,7 @@ from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
 from dynaplan.evaluation import evaluate
 from dynaplan.models import FitResult, ModelTrainer
+from dynaplan.policy import PolicyAgent, PolicyTrainer
 from dynaplan.rundir import MetricsHook, RunDir
 from dynaplan.values import ValueTrainer
 
@@ -146,6 +147,21 @@ def _run(
     v = config.value
     value_trainer = ValueTrainer(critic, v.lr, v.gamma, v.tau) if critic is not None else None
     value_loss = math.nan
+    pi = config.policy
+    policy_trainer = (
+        PolicyTrainer(
+            agent.policy,
+            model,
+            agent.task,
+            pi.horizon or config.horizon,
+            pi.gamma,
+            pi.lr,
+            terminal_value=critic,
+        )
+        if agent.policy is not None
+        else None
+    )
+    policy_return = math.nan
     first_iteration, trained, fit = 1, False, FitResult(math.nan, math.nan, 0)
     wall_offset = 0.0
     if run.journal.exists():
@@ -166,6 +182,10 @@ def _run(
             critic.load_state_dict(checkpoint["value"])
             value_trainer.load_state_dict(checkpoint["value_trainer"])
             value_loss = checkpoint["value_loss"]
+        if policy_trainer is not None:
+            agent.policy.load_state_dict(checkpoint["policy"])
+            policy_trainer.load_state_dict(checkpoint["policy_trainer"])
+            policy_return = checkpoint["policy_return"]
         wall_offset = checkpoint["wall_s"]
         run.keep_metrics_up_to(first_iteration - 1)
     metrics = run.read_metrics()
@@ -197,6 +217,15 @@ def _run(
                         "value": critic.state_dict(),
                         "value_trainer": value_trainer.state_dict(),
                         "value_loss": value_loss,
+                    }
+                ),
+                **(
+                    {}
+                    if policy_trainer is None
+                    else {
+                        "policy": agent.policy.state_dict(),
+                        "policy_trainer": policy_trainer.state_dict(),
+                        "policy_return": policy_return,
                     }
                 ),
             }
@@ -241,6 +270,8 @@ def _run(
             )
             if value_trainer is not None:
                 value_loss = value_trainer.fit(buffer, rng, v.updates, v.batch_size)
+            if policy_trainer is not None:
+                policy_return = policy_trainer.fit(buffer, rng, pi.updates, pi.batch_size)
             save(iteration, model_trained=True)
         fit_seconds = time.perf_counter() - fit_started
         trained = False
@@ -264,6 +295,16 @@ def _run(
         finished = collector.finished_returns[finished_before:]
         eval_started = time.perf_counter()
         result = evaluate(agent, eval_env, config.eval_episodes, EVAL_SEED_OFFSET + 100 * iteration)
+        policy_eval = (
+            math.nan
+            if agent.policy is None
+            else evaluate(
+                PolicyAgent(agent.policy),
+                eval_env,
+                config.eval_episodes,
+                EVAL_SEED_OFFSET + 100 * iteration,
+            ).mean
+        )
         eval_seconds = time.perf_counter() - eval_started
         agent.reset()
         row = {
@@ -277,6 +318,8 @@ def _run(
             "model_train_loss": fit.train_loss,
             "model_val_loss": fit.val_loss,
             "value_loss": value_loss,
+            "policy_return": policy_return,
+            "policy_eval_return": policy_eval,
             "plan_ms_per_step": plan_ms,
             "model_fit_s": fit_seconds,
             "eval_s": eval_seconds,

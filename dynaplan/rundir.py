@@ -28,6 +28,8 @@ METRIC_COLUMNS = (
     "model_train_loss",
     "model_val_loss",
     "value_loss",
+    "policy_return",
+    "policy_eval_return",
     "plan_ms_per_step",
     "model_fit_s",
     "eval_s",

@@ -62,8 +62,11 @@ class Planner(Protocol):
     generator: torch.Generator
     """The planner's own randomness; the MPC agent hands it to the objective too."""
 
-    def plan(self, objective: Objective, steps_since_last_plan: int = 1) -> Tensor:
-        """Best action sequence ``[H, A]``; the previous plan, shifted, seeds the search."""
+    def plan(
+        self, objective: Objective, steps_since_last_plan: int = 1, proposal: Tensor | None = None
+    ) -> Tensor:
+        """Best action sequence ``[H, A]``; the previous plan, shifted, seeds the search, and
+        so does ``proposal [H, A]`` (env units) when given."""
         ...
 
     def reset(self) -> None:

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -27,7 +29,7 @@ def toy_config(planner: str = "grad", **overrides) -> TrainConfig:
         eval_episodes=2,
         progress=False,
         dynamics=ModelConfig(hidden_size=32, num_layers=2, max_epochs=40, patience=5),
-        search=PLANNER_OPTIONS.get(planner, PlannerConfig()),
+        search=dataclasses.replace(PLANNER_OPTIONS.get(planner, PlannerConfig())),  # a copy
     )
     return TrainConfig(**{**base, **overrides})
 

@@ -125,14 +125,17 @@ import sys
 from dynaplan import loop
 from tests.conftest import toy_config
 config = toy_config(total_steps=700, steps_per_iteration=100)
+config.value.enabled = config.policy.enabled = sys.argv[3] == "value+policy"
+config.value.updates = config.policy.updates = 20
 loop.train(config, sys.argv[1]) if sys.argv[2] == "new" else loop.resume(sys.argv[1])
 """
 
 
-def test_resume_after_sigkill_loses_no_transition(tmp_path):
+@pytest.mark.parametrize("parts", ["model", "value+policy"])
+def test_resume_after_sigkill_loses_no_transition(parts, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    child = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(run), "new"], env=env)
+    child = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(run), "new", parts], env=env)
     journal = run / "transitions.bin"
     deadline = time.time() + 120
     # kill once MPC is collecting (past the random data and the first iteration)
@@ -148,7 +151,9 @@ def test_resume_after_sigkill_loses_no_transition(tmp_path):
     before = ReplayBuffer.from_journal(journal, 2, 2)
     completed_rows = read_metrics(run / "metrics.csv")
 
-    subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(run), "resume"], env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, str(run), "resume", parts], env=env, check=True
+    )
     after = ReplayBuffer.from_journal(journal, 2, 2)
     assert len(after) == 700
     np.testing.assert_array_equal(after.obs[: len(before)], before.obs)  # nothing lost

@@ -483,6 +483,8 @@ class _Recorder:
             "model_train_loss": math.nan,
             "model_val_loss": math.nan,
             "value_loss": math.nan,
+            "policy_return": math.nan,
+            "policy_eval_return": math.nan,
             "plan_ms_per_step": math.nan,
             "model_fit_s": math.nan,
             "eval_s": eval_seconds,

@@ -14,6 +14,7 @@ from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
 from dynaplan.models import DynamicsModel
 from dynaplan.planners import make_planner
+from dynaplan.policy import PolicyPrior
 from dynaplan.rundir import RunDir
 from dynaplan.values import ValueEnsemble
 
@@ -48,7 +49,8 @@ def build_model(config: TrainConfig, obs_dim: int, act_dim: int) -> DynamicsMode
 
 def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> MPCAgent:
     """An MPC agent with a fresh model, the task of ``config.env`` and the configured planner;
-    with ``value.enabled`` also a fresh :class:`ValueEnsemble` as its terminal value."""
+    with ``value.enabled`` also a fresh :class:`ValueEnsemble` as its terminal value, with
+    ``policy.enabled`` a fresh :class:`PolicyPrior` proposing plans."""
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     model = build_model(config, obs_dim, act_dim).to(device)
     planner = make_planner(
@@ -59,6 +61,8 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
         config.seed,
         device,
         cuda_graph=config.search.cuda_graph,
+        proposal_share=config.policy.share,
+        proposal_noise=config.policy.noise,
         **config.search.options(config.planner),
     )
     return MPCAgent(
@@ -73,6 +77,7 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
         precision=config.search.precision,
         disagreement_penalty=config.search.disagreement_penalty,
         terminal_value=build_value(config, obs_dim).to(device) if config.value.enabled else None,
+        policy=build_policy(config, env).to(device) if config.policy.enabled else None,
     )
 
 
@@ -81,6 +86,18 @@ def build_value(config: TrainConfig, obs_dim: int) -> ValueEnsemble:
     v = config.value
     return ValueEnsemble(
         obs_dim, v.ensemble_size, v.hidden_size, v.num_layers, pessimism=v.pessimism
+    )
+
+
+def build_policy(config: TrainConfig, env: gym.Env) -> PolicyPrior:
+    """The (untrained) policy prior that ``config.policy`` describes."""
+    p = config.policy
+    return PolicyPrior(
+        env.observation_space.shape[0],
+        env.action_space.low,
+        env.action_space.high,
+        p.hidden_size,
+        p.num_layers,
     )
 
 
@@ -94,5 +111,7 @@ def load_mpc_agent(run_dir: str | Path, device: str = "auto") -> tuple[MPCAgent,
     agent.model.load_state_dict(checkpoint["model"])
     if agent.terminal_value is not None:
         agent.terminal_value.load_state_dict(checkpoint["value"])
+    if agent.policy is not None:
+        agent.policy.load_state_dict(checkpoint["policy"])
     env.close()
     return agent, config

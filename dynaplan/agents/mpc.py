@@ -10,6 +10,7 @@ import torch
 from dynaplan.models import DynamicsModel
 from dynaplan.planners import ModelObjective
 from dynaplan.planners.objective import TerminalValue
+from dynaplan.policy import PolicyPrior, propose
 from dynaplan.tasks import Task
 from dynaplan.types import Planner, Precision, Propagation, as_tensor
 
@@ -24,6 +25,7 @@ class MPCAgent:
         replan_every: execute this many planned actions between plans.
         compiled, precision: how rollouts run (see ``ModelObjective``).
         disagreement_penalty: penalise ensemble disagreement (see ``ModelObjective``).
+        policy: a policy prior whose plan through the model seeds each plan's candidates.
     """
 
     def __init__(
@@ -39,9 +41,10 @@ class MPCAgent:
         compiled: bool = False,
         precision: Precision = Precision.FP32,
         disagreement_penalty: float = 0.0,
+        policy: PolicyPrior | None = None,
     ) -> None:
         self.model, self.task, self.planner = model, task, planner
-        self.terminal_value, self.replan_every = terminal_value, replan_every
+        self.terminal_value, self.replan_every, self.policy = terminal_value, replan_every, policy
         # one objective for the agent's life: each plan copies the observation into its start,
         # so a planner's captured CUDA graph stays valid from plan to plan
         self.objective = ModelObjective(
@@ -71,8 +74,13 @@ class MPCAgent:
             start = time.perf_counter()
             self.objective.start.copy_(as_tensor(obs, self.planner.device))
             self.model.eval()
+            proposal = (
+                None
+                if self.policy is None
+                else propose(self.model, self.policy, self.objective.start, self.planner.horizon)
+            )
             # one copy to the host per plan, inside the timing: GPU work is asynchronous
-            plan = self.planner.plan(self.objective, max(self._executed, 1))
+            plan = self.planner.plan(self.objective, max(self._executed, 1), proposal)
             self._plan = plan.detach().cpu().numpy()
             self._executed = 0
             self.plan_seconds += time.perf_counter() - start

@@ -118,7 +118,9 @@ def run_label(config: dict[str, Any]) -> str:
         return label + (f" from {Path(init).name}" if init else "")
     if "planner" in config:
         label = f"mbrl {config['planner']} {config.get('model', '?')} H{config.get('horizon', '?')}"
-        return label + (" + value" if config.get("value", {}).get("enabled") else "")
+        for part in ("value", "policy"):
+            label += f" + {part}" if config.get(part, {}).get("enabled") else ""
+        return label
     return str(config.get("algo") or config.get("kind") or "run")
 
 

@@ -42,6 +42,9 @@ class PlannerBase:
         seed: seeds the planner's own generator (same seed, same plans).
         device: where the search runs.
         cuda_graph: on CUDA, replay each plan as one captured CUDA graph (module docstring).
+        proposal_share: share of each batch of candidates drawn around a proposal plan
+            (a policy prior's), when ``plan`` gets one.
+        proposal_noise: std of those draws in normalised units (one of them is exact).
     """
 
     def __init__(
@@ -52,6 +55,8 @@ class PlannerBase:
         seed: int = 0,
         device: torch.device | str = "cpu",
         cuda_graph: bool = False,
+        proposal_share: float = 0.25,
+        proposal_noise: float = 0.1,
     ) -> None:
         if horizon <= 0:
             raise ConfigError(f"the planning horizon must be positive, got {horizon}")
@@ -65,30 +70,49 @@ class PlannerBase:
         self._mid, self._half_range = (high + low) / 2, (high - low) / 2
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self._previous: Tensor | None = None  # [H, A], normalised
+        if not 0 <= proposal_share <= 1 or proposal_noise < 0:
+            raise ConfigError("need proposal_share in [0, 1] and proposal_noise >= 0")
+        self.proposal_share, self.proposal_noise = proposal_share, proposal_noise
+        self._proposal: Tensor | None = None  # [H, A], normalised, during a plan only
         self.cuda_graph = cuda_graph and self.device.type == "cuda"
         self._graph: _CapturedPlan | None = None
 
     def reset(self) -> None:
         self._previous = None
 
-    def plan(self, objective: Objective, steps_since_last_plan: int = 1) -> Tensor:
-        """Best action sequence ``[H, A]`` in env units, warm-started from the last plan."""
+    def plan(
+        self, objective: Objective, steps_since_last_plan: int = 1, proposal: Tensor | None = None
+    ) -> Tensor:
+        """Best action sequence ``[H, A]`` in env units, warm-started from the last plan.
+
+        ``proposal`` (``[H, A]``, env units), e.g. a policy prior's plan, seeds a share of
+        the candidates.
+        """
         start = self._warm_start(steps_since_last_plan)
+        if proposal is not None:
+            proposal = ((proposal - self._mid) / self._half_range).clamp(-1, 1)
         if self.cuda_graph:
-            normalized = self._replay(objective, start)
+            normalized = self._replay(objective, start, proposal)
         else:
+            self._proposal = proposal
             normalized = self._optimize(self._normalized(objective), start)
+            self._proposal = None
         self._previous = normalized.detach().clamp(-1, 1)
         return self._to_env(self._previous)
 
     def _normalized(self, objective: Objective) -> Objective:
         return lambda u: objective(self._to_env(u))
 
-    def _replay(self, objective: Objective, start: Tensor) -> Tensor:
+    def _replay(self, objective: Objective, start: Tensor, proposal: Tensor | None) -> Tensor:
         """The plan from the CUDA graph captured for ``objective`` (captured on first use)."""
-        if self._graph is None or self._graph.objective is not objective:
+        graph = self._graph
+        if (
+            graph is None
+            or graph.objective is not objective
+            or (graph.proposal is None) != (proposal is None)
+        ):
             try:
-                self._graph = _CapturedPlan(self, objective, start)
+                self._graph = _CapturedPlan(self, objective, start, proposal)
             except Exception as exc:  # capture errors come from many layers (CUDA, autograd)
                 warnings.warn(
                     f"capturing the plan as a CUDA graph failed ({type(exc).__name__}: {exc}); "
@@ -96,9 +120,23 @@ class PlannerBase:
                     RuntimeWarning,
                     stacklevel=3,
                 )
-                self.cuda_graph, self._graph = False, None
-                return self._optimize(self._normalized(objective), start)
-        return self._graph.replay(start)
+                self.cuda_graph, self._graph, self._proposal = False, None, proposal
+                plan = self._optimize(self._normalized(objective), start)
+                self._proposal = None
+                return plan
+        return self._graph.replay(start, proposal)
+
+    def _seed(self, samples: Tensor) -> None:
+        """In place: the last ``proposal_share`` of ``samples [N, H, A]`` (never row 0) become
+        the proposal plus noise, the very last exactly the proposal; without one, nothing."""
+        if self._proposal is None:
+            return
+        count = min(max(1, int(self.proposal_share * len(samples))), len(samples) - 1)
+        if count <= 0 or self.proposal_share == 0:
+            return
+        noise = self.proposal_noise * self._normal(count)
+        noise[-1] = 0.0
+        samples[-count:] = (self._proposal + noise).clamp(-1, 1)
 
     def _optimize(self, objective: Objective, start: Tensor) -> Tensor:
         """Normalised ``[H, A]`` plan; ``objective`` takes normalised ``[B, H, A]``."""
@@ -141,12 +179,19 @@ class _CapturedPlan:
     fresh ones.
     """
 
-    def __init__(self, planner: PlannerBase, objective: Objective, start: Tensor) -> None:
+    def __init__(
+        self, planner: PlannerBase, objective: Objective, start: Tensor, proposal: Tensor | None
+    ) -> None:
         self.objective = objective
+        self.proposal = None if proposal is None else proposal.clone()
         normalized_objective = planner._normalized(objective)
 
         def optimize(warm_start: Tensor) -> Tensor:
-            return planner._optimize(normalized_objective, warm_start)
+            planner._proposal = self.proposal
+            try:
+                return planner._optimize(normalized_objective, warm_start)
+            finally:
+                planner._proposal = None
 
         self.start = start.clone()
         rng_state = planner.generator.get_state()
@@ -162,8 +207,10 @@ class _CapturedPlan:
         with torch.cuda.graph(self.graph):
             self.plan = optimize(self.start)
 
-    def replay(self, start: Tensor) -> Tensor:
+    def replay(self, start: Tensor, proposal: Tensor | None) -> Tensor:
         """The captured plan ``[H, A]`` (normalised) from warm start ``start [H, A]``."""
         self.start.copy_(start)
+        if proposal is not None:
+            self.proposal.copy_(proposal)
         self.graph.replay()
         return self.plan.clone()

@@ -40,6 +40,7 @@ class CEMPlanner(PlannerBase):
         for _ in range(self.iterations):
             samples = (mean + std * self._normal(self.population)).clamp(-1, 1)
             samples[0] = mean
+            self._seed(samples)
             returns = sanitize_returns(objective(samples))
             elites = samples[returns.topk(self.num_elites).indices]
             mean = self.alpha * mean + (1 - self.alpha) * elites.mean(0)

@@ -46,6 +46,7 @@ class CEMGradientPlanner(PlannerBase):
             with torch.no_grad():
                 samples = (mean + std * self._normal(self.population)).clamp(-1, 1)
                 samples[0] = mean
+                self._seed(samples)
                 returns = sanitize_returns(objective(samples))
                 elites = samples[returns.topk(self.num_elites).indices]
             refined = gradient_ascent(objective, elites, self.grad_steps, self.lr)

@@ -60,7 +60,8 @@ class GradientPlanner(PlannerBase):
 
     Candidate 0 is the warm start (the previous plan, shifted); the next ``warm_share``
     of the candidates are the warm start plus Gaussian noise (``warm_noise``); the rest
-    are uniform random restarts.
+    are uniform random restarts, except the last ``proposal_share`` when ``plan`` gets a
+    proposal (see ``PlannerBase``).
 
     Args:
         num_candidates: ``K`` sequences optimised in parallel.
@@ -90,4 +91,5 @@ class GradientPlanner(PlannerBase):
         noise = self.warm_noise * self._normal(num_warm)
         noise[0] = 0.0
         candidates[:num_warm] = (start + noise).clamp(-1, 1)
+        self._seed(candidates)
         return gradient_ascent(objective, candidates, self.iterations, self.lr).best

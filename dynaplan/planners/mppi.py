@@ -38,6 +38,7 @@ class MPPIPlanner(PlannerBase):
         for _ in range(self.iterations):
             samples = (mean + self.noise_std * self._normal(self.num_samples)).clamp(-1, 1)
             samples[0] = mean
+            self._seed(samples)
             returns = sanitize_returns(objective(samples))
             weights = torch.softmax(returns / self.temperature, dim=0)  # -inf -> weight 0
             # all returns -inf: nothing to learn from, keep the current plan (no host sync)

@@ -131,24 +131,54 @@ def rollout_returns(
     """Mean discounted return ``[B]`` of ``actions [B, H, A]`` from ``start [S]``."""
     num_sequences, horizon, _ = actions.shape
     rows = num_sequences * particles
-    obs = start.expand(rows, -1)
     actions = actions.repeat_interleave(particles, dim=0)  # [B * P, H, A]
-    alive = torch.ones(rows, device=actions.device)
-    total = torch.zeros(rows, device=actions.device)
+    total = discounted_returns(
+        model,
+        task,
+        start.expand(rows, -1),
+        lambda t, obs: actions[:, t],
+        horizon,
+        gamma,
+        propagation,
+        terminal_value,
+        generator,
+        disagreement_penalty,
+    )
+    return total.view(num_sequences, particles).mean(1)
+
+
+def discounted_returns(
+    model: DynamicsModel,
+    task: Task,
+    obs: Tensor,
+    act: Callable[[int, Tensor], Tensor],
+    horizon: int,
+    gamma: float,
+    propagation: Propagation = Propagation.EXPECTATION,
+    terminal_value: TerminalValue | None = None,
+    generator: torch.Generator | None = None,
+    disagreement_penalty: float = 0.0,
+) -> Tensor:
+    """``Σ_t γ^t r̂_t (+ γ^H V(ŝ_H))`` ``[N]`` of rows ``obs [N, S]`` acting ``act(t, obs_t)``.
+
+    Rewards stop after a predicted termination; differentiable in the actions.
+    """
+    alive = torch.ones(obs.shape[0], device=obs.device)
+    total = torch.zeros(obs.shape[0], device=obs.device)
     for t in range(horizon):
+        action = act(t, obs)
         if disagreement_penalty:
-            next_obs, disagreement = model.step_with_disagreement(obs, actions[:, t])
-            reward = task.reward(obs, actions[:, t], next_obs)
-            reward = reward - disagreement_penalty * disagreement
+            next_obs, disagreement = model.step_with_disagreement(obs, action)
+            reward = task.reward(obs, action, next_obs) - disagreement_penalty * disagreement
         else:
-            next_obs = model.step(obs, actions[:, t], propagation, generator)
-            reward = task.reward(obs, actions[:, t], next_obs)
+            next_obs = model.step(obs, action, propagation, generator)
+            reward = task.reward(obs, action, next_obs)
         total = total + (gamma**t) * alive * reward
         alive = alive * (~task.terminated(next_obs)).float()
         obs = next_obs
     if terminal_value is not None:
         total = total + (gamma**horizon) * alive * terminal_value(obs)
-    return total.view(num_sequences, particles).mean(1)
+    return total
 
 
 _COMPILED: dict[str, Callable[..., Tensor] | None] = {}

@@ -20,5 +20,6 @@ class RandomShootingPlanner(PlannerBase):
     def _optimize(self, objective: Objective, start: Tensor) -> Tensor:
         samples = self._uniform(self.num_samples)
         samples[0] = start
+        self._seed(samples)
         returns = sanitize_returns(objective(samples))
         return samples.index_select(0, returns.argmax()[None])[0]  # no host read of the index

@@ -148,3 +148,32 @@ def test_objective_checks_shapes():
         ModelObjective(_Integrator(), task, torch.zeros(1))(torch.zeros(3, 1))
     with pytest.raises(ValueError, match=r"\[S\]"):
         ModelObjective(_Integrator(), task, torch.zeros(2, 1))
+
+
+TINY_BUDGET = {
+    "shooting": dict(num_samples=8),
+    "cem": dict(population=8, num_elites=2, iterations=1),
+    "mppi": dict(num_samples=8, iterations=1),
+    "grad": dict(num_candidates=4, iterations=1),
+    "cem-grad": dict(population=8, num_elites=2, iterations=1, grad_steps=1),
+}
+
+
+@pytest.mark.parametrize("name", list(PLANNERS))
+def test_a_proposal_seeds_the_search(name):
+    """With a tiny budget, a good proposal (here the optimum) lifts the plan; with
+    ``proposal_share=0`` it changes nothing."""
+    proposal = OPTIMUM.expand(6, 2)
+    plans = {
+        label: planner(name, horizon=6, **TINY_BUDGET[name], proposal_share=share).plan(
+            quadratic, proposal=given
+        )
+        for label, share, given in (
+            ("without", 0.25, None),
+            ("with", 0.25, proposal),
+            ("ignored", 0.0, proposal),
+        )
+    }
+    returns = {label: quadratic(plan[None]).item() for label, plan in plans.items()}
+    assert returns["with"] > returns["without"] + 0.1, returns
+    torch.testing.assert_close(plans["ignored"], plans["without"])

@@ -1,0 +1,160 @@
+"""A policy prior for MPC, trained through the learned model (SVG(H)-style analytic gradients).
+
+The policy ``a = π(s)`` is a deterministic MLP. It learns by gradient ascent on
+``Σ_{k<H} γ^k r̂_k + γ^H V(ŝ_H)`` of its own imagined rollouts from real states: the model,
+the differentiable reward and the terminal value (when there is one) are all differentiable,
+so the gradient flows through every predicted step into the policy's weights (as in SVG(H)
+and Dreamer's analytic gradients). It serves twice: its rollout through the model seeds a
+share of every planner's candidates (``propose``), and it can act alone without planning,
+the cheap path on slow machines.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dynaplan.buffer import ReplayBuffer
+from dynaplan.errors import ConfigError, TrainingDivergedError
+from dynaplan.models import DynamicsModel
+from dynaplan.models.ensemble import ACTIVATIONS
+from dynaplan.models.normalizer import Normalizer
+from dynaplan.planners.objective import TerminalValue, discounted_returns
+from dynaplan.tasks import Task
+
+
+class PolicyPrior(nn.Module):
+    """``π(obs [N, S]) -> actions [N, A]`` in env units, ``mid + half_range · tanh(MLP)``.
+
+    Args:
+        action_low, action_high: ``[A]`` bounds of the action space.
+        hidden_size, num_layers: the MLP's width and depth.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_low: np.ndarray | Tensor,
+        action_high: np.ndarray | Tensor,
+        hidden_size: int = 256,
+        num_layers: int = 2,
+        activation: str = "silu",
+    ) -> None:
+        super().__init__()
+        if hidden_size <= 0 or num_layers <= 0:
+            raise ConfigError("the policy prior needs a positive hidden_size and num_layers")
+        low = torch.as_tensor(action_low, dtype=torch.float32)
+        high = torch.as_tensor(action_high, dtype=torch.float32)
+        sizes = [obs_dim] + [hidden_size] * num_layers
+        layers: list[nn.Module] = []
+        for n_in, n_out in itertools.pairwise(sizes):
+            layers += [nn.Linear(n_in, n_out), ACTIVATIONS[activation]()]
+        self.net = nn.Sequential(*layers, nn.Linear(hidden_size, low.numel()))
+        self.obs_norm = Normalizer(obs_dim)
+        self.register_buffer("mid", (high + low) / 2)
+        self.register_buffer("half_range", (high - low) / 2)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.mid + self.half_range * torch.tanh(self.net(self.obs_norm.normalize(obs)))
+
+
+def propose(model: DynamicsModel, policy: PolicyPrior, obs: Tensor, horizon: int) -> Tensor:
+    """The policy's plan ``[H, A]`` from ``obs [S]``: its actions along the model's prediction."""
+    actions = []
+    with torch.no_grad():
+        state = obs[None]
+        for _ in range(horizon):
+            actions.append(policy(state))
+            state = model.step(state, actions[-1])
+    return torch.cat(actions)
+
+
+class PolicyTrainer:
+    """Adam on the policy's imagined ``H``-step return from real start states.
+
+    Only the policy's weights get gradients; the model and the value are held fixed.
+    """
+
+    def __init__(
+        self,
+        policy: PolicyPrior,
+        model: DynamicsModel,
+        task: Task,
+        horizon: int,
+        gamma: float = 0.99,
+        lr: float = 3e-4,
+        terminal_value: TerminalValue | None = None,
+        max_grad_norm: float = 10.0,
+    ) -> None:
+        if horizon <= 0 or lr <= 0 or not 0 < gamma <= 1:
+            raise ConfigError(
+                f"need horizon > 0, lr > 0, gamma in (0, 1]; got {horizon}, {lr}, {gamma}"
+            )
+        self.policy, self.model, self.task = policy, model, task
+        self.horizon, self.gamma, self.terminal_value = horizon, gamma, terminal_value
+        self.max_grad_norm = max_grad_norm
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
+
+    def imagined_returns(self, starts: Tensor) -> Tensor:
+        """``[N]`` discounted returns of the policy's model rollouts from ``starts [N, S]``."""
+        return discounted_returns(
+            self.model,
+            self.task,
+            starts,
+            lambda t, obs: self.policy(obs),
+            self.horizon,
+            self.gamma,
+            terminal_value=self.terminal_value,
+        )
+
+    def fit(
+        self, buffer: ReplayBuffer, rng: np.random.Generator, updates: int, batch_size: int = 256
+    ) -> float:
+        """``updates`` ascent steps; returns the mean imagined return of the last 100 batches."""
+        if len(buffer) == 0:
+            raise ConfigError("cannot train a policy prior on an empty buffer")
+        device = self.policy.mid.device
+        observations = buffer.batch(np.arange(len(buffer)), device).obs
+        self.policy.obs_norm.fit(observations)
+        parameters = list(self.policy.parameters())
+        returns = []
+        for step in range(updates):
+            starts = observations[torch.as_tensor(rng.integers(len(buffer), size=batch_size))]
+            objective = self.imagined_returns(starts).mean()
+            if not torch.isfinite(objective):
+                raise TrainingDivergedError(
+                    f"policy prior training hit a non-finite return at update {step}; "
+                    "lower policy.lr or policy.horizon"
+                )
+            # only d objective / d policy: the model and the critics stay as they are
+            grads = torch.autograd.grad(-objective, parameters)
+            for parameter, grad in zip(parameters, grads, strict=True):
+                parameter.grad = grad
+            nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
+            self.optimizer.step()
+            returns.append(objective.item())
+        return float(np.mean(returns[-100:]))
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class PolicyAgent:
+    """Acts with the policy prior alone, without planning (``dynaplan evaluate --no-plan``)."""
+
+    def __init__(self, policy: PolicyPrior) -> None:
+        self.policy = policy
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        state = torch.as_tensor(obs, dtype=torch.float32, device=self.policy.mid.device)
+        with torch.no_grad():
+            return self.policy(state[None])[0].cpu().numpy()

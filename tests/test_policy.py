@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from dynaplan import loop, tasks
+from dynaplan.agents.factory import load_mpc_agent
+from dynaplan.buffer import ReplayBuffer
+from dynaplan.cli import main
+from dynaplan.envs import POINT_MASS_ID, make_env
+from dynaplan.models import DynamicsModel, ModelTrainer
+from dynaplan.policy import PolicyPrior, PolicyTrainer, propose
+from tests.conftest import toy_config
+
+LOW, HIGH = np.array([-1.0, -0.5]), np.array([1.0, 0.5])
+
+
+def test_actions_stay_inside_the_bounds():
+    torch.manual_seed(0)
+    policy = PolicyPrior(2, LOW, HIGH, hidden_size=16)
+    actions = policy(1e3 * torch.randn(500, 2))
+    assert actions.shape == (500, 2)
+    low, high = torch.as_tensor(LOW).float(), torch.as_tensor(HIGH).float()
+    assert (actions >= low).all() and (actions <= high).all()
+
+
+def point_mass_model_and_data() -> tuple[DynamicsModel, ReplayBuffer]:
+    """A small model fitted to 600 random point-mass transitions."""
+    env, rng = make_env(POINT_MASS_ID), np.random.default_rng(0)
+    buffer = ReplayBuffer(2, 2)
+    obs, _ = env.reset(seed=0)
+    episode = 0
+    for _ in range(600):
+        action = rng.uniform(-1, 1, size=2)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        buffer.add(obs, action, reward, next_obs, terminated, truncated, episode)
+        obs = next_obs
+        if terminated or truncated:
+            obs, episode = env.reset()[0], episode + 1
+    torch.manual_seed(0)
+    model = DynamicsModel(2, 2, hidden_size=32, num_layers=2)
+    ModelTrainer(model).fit(buffer, rng, max_epochs=60, batch_size=64)
+    return model.eval(), buffer
+
+
+def test_training_through_the_model_raises_the_imagined_return_and_only_moves_the_policy():
+    model, buffer = point_mass_model_and_data()
+    torch.manual_seed(0)
+    policy = PolicyPrior(2, np.array([-1.0, -1.0]), np.array([1.0, 1.0]), hidden_size=32)
+    trainer = PolicyTrainer(policy, model, tasks.get(POINT_MASS_ID), horizon=5, lr=3e-3)
+    starts = buffer.batch(np.arange(len(buffer)), "cpu").obs[:200]
+    weights = [p.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)  # the model's own training left gradients behind
+    policy.obs_norm.fit(starts)
+    before = trainer.imagined_returns(starts).mean().item()
+    trainer.fit(buffer, np.random.default_rng(1), updates=150, batch_size=64)
+    after = trainer.imagined_returns(starts).mean().item()
+    assert after > before + 1.0, (before, after)
+    for weight, same in zip(model.parameters(), weights, strict=True):
+        assert weight.grad is None and torch.equal(weight, same)
+    plan = propose(model, policy, starts[0], horizon=4)
+    assert plan.shape == (4, 2) and plan.abs().max() <= 1.0
+
+
+def test_the_loop_trains_a_prior_that_acts_alone_and_evaluate_no_plan(tmp_path, capsys):
+    config = toy_config(total_steps=500)
+    config.policy.enabled = True
+    run = tmp_path / "run"
+    rows = loop.train(config, run).metrics
+    assert np.isfinite(rows[-1]["policy_return"])
+    assert rows[-1]["policy_eval_return"] > -15.0, rows[-1]  # random actions score about -35
+    assert rows[-1]["eval_return_mean"] > -8.0
+    agent, _ = load_mpc_agent(run, device="cpu")
+    assert agent.policy is not None
+    assert main(["evaluate", str(run), "--episodes", "2", "--no-plan"]) == 0
+    assert "over 2 episodes" in capsys.readouterr().out
+
+
+def test_evaluate_no_plan_without_a_prior_says_how_to_get_one(tmp_path, capsys):
+    run = tmp_path / "run"
+    loop.train(toy_config(total_steps=300), run)
+    assert main(["evaluate", str(run), "--no-plan"]) == 2
+    assert "--policy.enabled" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "field,value", [("policy.updates", 0), ("policy.share", 1.5), ("policy.lr", 0.0)]
+)
+def test_bad_policy_settings_are_config_errors(field, value):
+    from dynaplan.config import TrainConfig
+    from dynaplan.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="policy"):
+        TrainConfig().with_fields({field: value}).validate()

@@ -372,23 +372,13 @@ def _sb3_buffer(size: int, env: gym.Env, device: torch.device) -> SB3ReplayBuffe
     )
 
 
-def add_transitions(
-    buffer: SB3ReplayBuffer,
-    policy: BasePolicy,
-    obs: np.ndarray,
-    action: np.ndarray,
-    reward: np.ndarray,
-    next_obs: np.ndarray,
-    terminated: np.ndarray,
-) -> None:
-    """Append ``N`` rows (``obs [N, S]``, env-unit ``action [N, A]``, ``reward [N]``, ...) to
-    an SB3 buffer in one write, oldest first out; actions are stored as SAC scales them."""
+def add_transitions(buffer: SB3ReplayBuffer, policy: BasePolicy, batch: TransitionBatch) -> None:
+    """Append the ``N`` rows of ``batch`` (env-unit actions) to an SB3 buffer in one write,
+    oldest out first when it is full; actions are stored scaled, as SAC stores them."""
+    obs, action, next_obs, reward, terminated = (
+        x[-buffer.buffer_size :].cpu().numpy() for x in batch
+    )
     n, size = len(reward), buffer.buffer_size
-    if n > size:
-        obs, action, reward, next_obs, terminated = (
-            a[-size:] for a in (obs, action, reward, next_obs, terminated)
-        )
-        n = size
     rows = (buffer.pos + np.arange(n)) % size
     buffer.observations[rows, 0] = obs
     buffer.next_observations[rows, 0] = next_obs
@@ -431,15 +421,7 @@ def _run(
     else:
         buffer = ReplayBuffer(obs_dim, act_dim)
     buffer.attach_journal(run.journal)
-    add_transitions(
-        real,
-        sac.policy,
-        buffer.obs,
-        buffer.action,
-        buffer.reward,
-        buffer.next_obs,
-        buffer.terminated,
-    )
+    add_transitions(real, sac.policy, buffer.batch(np.arange(len(buffer))))
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         trainer.load_state_dict(checkpoint["trainer"])
@@ -486,53 +468,27 @@ def _run(
     recorder.step(agent, len(buffer))  # a resumed run killed before an evaluation's checkpoint
     while len(buffer) < config.total_steps:
         t = len(buffer)
-        learning = t >= config.random_steps
-        if learning:
-            since = t - config.random_steps
-            if fit.epochs == 0 or since % config.model_train_every == 0:
-                fit_started = time.perf_counter()
-                fit = trainer.fit(
-                    buffer,
-                    rng,
-                    m.max_epochs,
-                    m.batch_size,
-                    m.val_fraction,
-                    m.patience,
-                    m.max_updates,
-                )
-                fit_seconds = time.perf_counter() - fit_started
-            if imagined.size() == 0 or since % config.rollouts_every == 0:
-                starts = rng.integers(t, size=config.rollout_batch)
-                start_obs = torch.as_tensor(buffer.obs[starts], device=device)
-                rollout = model_rollout(
-                    model, task, rollout_policy, start_obs, config.rollout_length(t)
-                )
-                add_transitions(
-                    imagined,
-                    sac.policy,
-                    *(
-                        x.cpu().numpy()
-                        for x in (
-                            rollout.obs,
-                            rollout.action,
-                            rollout.reward,
-                            rollout.next_obs,
-                            rollout.terminated,
-                        )
-                    ),
-                )
-        collector.run(
-            sac_policy if learning else lambda _: rng.uniform(low, high), t + 1, lambda: None
-        )
-        add_transitions(
-            real,
-            sac.policy,
-            buffer.obs[t:],
-            buffer.action[t:],
-            buffer.reward[t:],
-            buffer.next_obs[t:],
-            buffer.terminated[t:],
-        )
+        learning, since = t >= config.random_steps, t - config.random_steps
+        if learning and (fit.epochs == 0 or since % config.model_train_every == 0):
+            fit_started = time.perf_counter()
+            fit = trainer.fit(
+                buffer,
+                rng,
+                max_epochs=m.max_epochs,
+                batch_size=m.batch_size,
+                val_fraction=m.val_fraction,
+                patience=m.patience,
+                max_updates=m.max_updates,
+            )
+            fit_seconds = time.perf_counter() - fit_started
+        if learning and (imagined.size() == 0 or since % config.rollouts_every == 0):
+            starts = torch.as_tensor(buffer.obs[rng.integers(t, size=config.rollout_batch)])
+            length = config.rollout_length(t)
+            rollout = model_rollout(model, task, rollout_policy, starts.to(device), length)
+            add_transitions(imagined, sac.policy, rollout)
+        policy = sac_policy if learning else lambda _: rng.uniform(low, high)
+        collector.run(policy, t + 1, lambda: None)
+        add_transitions(real, sac.policy, buffer.batch(np.arange(t, len(buffer))))
         if learning:
             sac.train(config.updates_per_step, config.sac.batch_size)
         for episode_return in collector.finished_returns[reported:]:

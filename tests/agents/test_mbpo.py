@@ -8,6 +8,9 @@ import torch
 from dynaplan.agents.mbpo import (
     MBPOConfig,
     SACConfig,
+    _new_sac,
+    _sb3_buffer,
+    add_transitions,
     model_rollout,
     resume_mbpo,
     run_mbpo,
@@ -16,11 +19,12 @@ from dynaplan.analysis.compare import load_runs
 from dynaplan.buffer import ReplayBuffer
 from dynaplan.cli import main
 from dynaplan.config import ModelConfig
-from dynaplan.envs import POINT_MASS_ID, PointMassEnv
+from dynaplan.envs import POINT_MASS_ID, PointMassEnv, make_env
 from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.models import DynamicsModel
 from dynaplan.rundir import METRIC_COLUMNS, RunDir, read_metrics
 from dynaplan.tasks.toy import PointMassTask
+from dynaplan.types import TransitionBatch
 from tests.test_cli import one_line_error
 from tests.test_loop import RANDOM_POLICY_RETURN
 
@@ -93,6 +97,34 @@ def test_rollouts_follow_the_model_policy_and_task_and_stop_at_termination():
     assert int(batch.terminated.sum()) == int((steps_to_leave <= length).sum())
     assert batch.obs.abs().amax(-1).max() <= PointMassEnv.bound  # no row goes on after the end
     assert len(model_rollout(model, task, policy, start, 1).obs) == 10
+
+
+def test_the_model_buffer_keeps_the_newest_rows():
+    env = make_env(POINT_MASS_ID)
+    sac, buffer = (
+        _new_sac(toy(), env, torch.device("cpu")),
+        _sb3_buffer(5, env, torch.device("cpu")),
+    )
+
+    def rows(first: int, n: int) -> TransitionBatch:
+        k = torch.arange(first, first + n, dtype=torch.float32)
+        pair = torch.stack([k, -k], 1)
+        return TransitionBatch(pair, pair / 100, pair + 1, k, k % 2 == 1)
+
+    add_transitions(buffer, sac.policy, rows(0, 3))
+    assert buffer.size() == 3
+    add_transitions(buffer, sac.policy, rows(3, 4))
+    assert buffer.full and buffer.pos == 2
+    assert sorted(buffer.rewards[:, 0]) == [2, 3, 4, 5, 6]
+    i = int(np.flatnonzero(buffer.rewards[:, 0] == 5)[0])
+    np.testing.assert_allclose(buffer.observations[i, 0], [5, -5])
+    np.testing.assert_allclose(buffer.next_observations[i, 0], [6, -4])
+    np.testing.assert_allclose(
+        buffer.actions[i, 0], [0.05, -0.05], rtol=1e-5
+    )  # [-1, 1] box: unscaled
+    assert buffer.dones[i, 0] == 1
+    add_transitions(buffer, sac.policy, rows(10, 8))  # more rows than fit: the newest 5
+    assert sorted(buffer.rewards[:, 0]) == [13, 14, 15, 16, 17]
 
 
 def test_rollout_length_grows_linearly():
@@ -226,3 +258,11 @@ def test_cli_rejects_bad_input_in_one_line(args, message, capsys, tmp_path):
     assert main([*TINY_CLI, *args, "--out", str(tmp_path / "run")]) == 2
     assert message in one_line_error(capsys)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mbpo_trains_and_rolls_out_on_cuda(tmp_path):
+    result = run_mbpo(toy(device="cuda", model="pets"), tmp_path / "run")
+    final = result.metrics[-1]["eval_return_mean"]
+    assert final > -15.0, f"final evaluation return on CUDA {final:.1f}"
+    assert resume_mbpo(tmp_path / "run").metrics == result.metrics

@@ -302,8 +302,10 @@ def run_mbpo(
     config.validate()
     resolve_device(config.device)
     env = make_env(config.env, **config.env_kwargs)
-    try:
+    try:  # fail on an env without a task, or bad model sizes, before the run folder is made
         tasks.get(config.env, env)
+        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+        build_dynamics(config.model, config.dynamics, obs_dim, act_dim)
     finally:
         env.close()
     run = RunDir.create(run_dir)

@@ -188,6 +188,7 @@ def test_config_round_trips_through_json(tmp_path):
         (dict(rollout_grow_from=700, rollout_grow_to=600), "rollout_grow_from"),
         (dict(rollout_batch=101), "multiple of the model's elites"),
         (dict(sac=SACConfig(gamma=1.0)), "sac.gamma"),
+        (dict(dynamics=ModelConfig(ensemble_size=3, num_elites=4)), "num_elites"),
         (dict(env="Pendulum-v1"), "dynaplan.tasks.register"),
     ],
 )

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 import tyro
 
 from dynaplan.agents.baselines import BaselineConfig
+from dynaplan.agents.mbpo import MBPOConfig
 from dynaplan.analysis.compare import Comparison
 from dynaplan.config import TrainConfig, load_preset
 from dynaplan.errors import ConfigError, DynaplanError
@@ -44,6 +45,17 @@ class BaselineCommand:
     config: Annotated[BaselineConfig, tyro.conf.arg(name="")]
     out: Path | None = None
     """Run folder to create (must not hold a run); default runs/<env>-<algo>-<time>."""
+    resume: Path | None = None
+    """Continue the run in this folder from its last checkpoint; other flags are ignored."""
+
+
+@dataclass
+class MBPOCommand:
+    """Train SAC on short model rollouts (MBPO, Janner et al. 2019), or resume a killed run."""
+
+    config: Annotated[MBPOConfig, tyro.conf.arg(name="")]
+    out: Path | None = None
+    """Run folder to create (must not hold a run); default runs/<env>-mbpo-<time>."""
     resume: Path | None = None
     """Continue the run in this folder from its last checkpoint; other flags are ignored."""
 
@@ -208,6 +220,18 @@ def _baseline(args: list[str]) -> None:
     _print_done(result)
 
 
+def _mbpo(args: list[str]) -> None:
+    from dynaplan.agents import mbpo
+
+    command = tyro.cli(MBPOCommand, args=args, prog="dynaplan mbpo")
+    if command.resume is not None:
+        result = mbpo.resume_mbpo(command.resume)
+    else:
+        config = command.config
+        result = mbpo.run_mbpo(config, command.out or _default_out(f"{config.env}-mbpo"))
+    _print_done(result)
+
+
 def _compare(args: list[str]) -> None:
     from dynaplan.analysis.compare import compare
 
@@ -289,13 +313,18 @@ def _describe(execution: Execution) -> str:
 def _evaluate(args: list[str]) -> None:
     from dynaplan.agents.baselines import is_baseline_run, load_baseline_agent
     from dynaplan.agents.factory import load_mpc_agent
+    from dynaplan.agents.mbpo import is_mbpo_run, load_mbpo_agent
     from dynaplan.envs import make_env
     from dynaplan.evaluation import evaluate
     from dynaplan.policy import PolicyAgent
 
     command = tyro.cli(EvaluateCommand, args=args, prog="dynaplan evaluate")
-    load = load_baseline_agent if is_baseline_run(command.run_dir) else load_mpc_agent
-    agent, config = load(command.run_dir)
+    if is_baseline_run(command.run_dir):
+        agent, config = load_baseline_agent(command.run_dir)
+    elif is_mbpo_run(command.run_dir):
+        agent, config = load_mbpo_agent(command.run_dir)
+    else:
+        agent, config = load_mpc_agent(command.run_dir)
     if command.no_plan:
         if getattr(agent, "policy", None) is None:
             raise ConfigError(
@@ -430,6 +459,7 @@ def _value_of(flag: str, args: list[str]) -> str | None:
 COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "train": (_train, TrainCommand.__doc__ or ""),
     "baseline": (_baseline, BaselineCommand.__doc__ or ""),
+    "mbpo": (_mbpo, MBPOCommand.__doc__ or ""),
     "clone": (_clone, CloneCommand.__doc__ or ""),
     "compare": (_compare, CompareCommand.__doc__ or ""),
     "experiment": (_experiment, ExperimentCommand.__doc__ or ""),
@@ -462,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[0] in ("experiment", "sweep"):
             hint = "run the same command again (finished runs are skipped, the rest resume)"
         else:
-            resumable = argv[0] if argv[0] in ("train", "baseline") else "train"
+            resumable = argv[0] if argv[0] in ("train", "baseline", "mbpo") else "train"
             hint = f"resume with: dynaplan {resumable} --resume RUN_DIR"
         print(f"interrupted; {hint}", file=sys.stderr)
         return 130

@@ -88,7 +88,7 @@ def resume(run_dir: str | Path, on_metrics: MetricsHook | None = None) -> RunRes
     return _run(config, run, checkpoint=run.load_checkpoint(), on_metrics=on_metrics)
 
 
-class _Collector:
+class Collector:
     """Steps one env, writing every transition to the buffer as it happens."""
 
     def __init__(self, env: gym.Env, buffer: ReplayBuffer, rng: np.random.Generator) -> None:
@@ -189,7 +189,7 @@ def _run(
         wall_offset = checkpoint["wall_s"]
         run.keep_metrics_up_to(first_iteration - 1)
     metrics = run.read_metrics()
-    collector = _Collector(env, buffer, rng)
+    collector = Collector(env, buffer, rng)
     writer = (
         _summary_writer_class()(log_dir=str(run.path / "tensorboard"))
         if config.tensorboard

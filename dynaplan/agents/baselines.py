@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -416,26 +416,45 @@ def _load_model(
     return model
 
 
-class _Recorder:
-    """Evaluates on the grid, appends metrics rows, plots, shows progress and checkpoints."""
+class EvalSchedule(Protocol):
+    """What a :class:`Recorder` reads from a run's config."""
+
+    env: str
+    total_steps: int
+    eval_episodes: int
+    progress: bool
+
+    def eval_grid(self) -> list[int]: ...
+
+
+class Recorder:
+    """Evaluates on the grid, appends metrics rows, plots, shows progress and checkpoints.
+
+    ``name`` titles the bar and the plot and is the checkpoint's ``algo``; ``kind`` is the
+    checkpoint's ``kind``. ``extra_metrics`` fills metrics columns the recorder leaves NaN
+    (the model losses), ``extra_state`` adds entries to each checkpoint.
+    """
 
     def __init__(
         self,
-        config: BaselineConfig,
+        config: EvalSchedule,
         run: RunDir,
         eval_env: gym.Env,
         save_files: Callable[[str], dict[str, str]],
         checkpoint: dict[str, Any] | None,
         on_metrics: MetricsHook | None,
+        name: str,
+        kind: str = BASELINE_KIND,
     ) -> None:
         self.config, self.run, self.eval_env, self.save_files = config, run, eval_env, save_files
-        self.on_metrics = on_metrics
+        self.on_metrics, self.name, self.kind = on_metrics, name, kind
         self.grid = config.eval_grid()
         self.iteration = 0 if checkpoint is None else checkpoint["iteration"]
         self.episodes = 0 if checkpoint is None else checkpoint["episodes"]
         self.wall_offset = 0.0 if checkpoint is None else checkpoint["wall_s"]
         self.finished: list[float] = []
         self.extra_state: Callable[[], dict[str, Any]] = dict
+        self.extra_metrics: Callable[[], dict[str, float]] = dict
         if checkpoint is not None:
             run.keep_metrics_up_to(self.iteration)
         self.rows = run.read_metrics()
@@ -444,7 +463,7 @@ class _Recorder:
         self.bar = tqdm(
             total=config.total_steps,
             initial=start,
-            desc=f"{config.env} {config.algo}",
+            desc=f"{config.env} {name}",
             unit="step",
             disable=not config.progress,
         )
@@ -489,6 +508,7 @@ class _Recorder:
             "model_fit_s": math.nan,
             "eval_s": eval_seconds,
             "wall_s": self.wall_s(),
+            **self.extra_metrics(),
         }
         self.finished = []
         self.rows.append(row)
@@ -496,8 +516,11 @@ class _Recorder:
         if self.on_metrics is not None:
             self.on_metrics(row)
         self.save(env_steps)
-        plot_learning_curve(self.rows, self.run.plot, f"{self.config.env} · {self.config.algo}")
-        self.bar.set_postfix(eval=f"{result.mean:.1f}", train=f"{row['train_return']:.1f}")
+        plot_learning_curve(self.rows, self.run.plot, f"{self.config.env} · {self.name}")
+        postfix = dict(eval=f"{result.mean:.1f}", train=f"{row['train_return']:.1f}")
+        if math.isfinite(row["model_val_loss"]):
+            postfix["loss"] = f"{row['model_val_loss']:.4f}"
+        self.bar.set_postfix(postfix)
 
     def wall_s(self) -> float:
         return self.wall_offset + time.perf_counter() - self.started
@@ -507,8 +530,8 @@ class _Recorder:
         files = self.save_files(f"{env_steps:010d}")
         self.run.save_checkpoint(
             {
-                "kind": BASELINE_KIND,
-                "algo": self.config.algo,
+                "kind": self.kind,
+                "algo": self.name,
                 "iteration": self.iteration,
                 "env_steps": env_steps,
                 "episodes": self.episodes,
@@ -560,7 +583,7 @@ def _sb3_saver(run: RunDir, model: BaseAlgorithm) -> Callable[[str], dict[str, s
 class _RecordingCallback(BaseCallback):
     """Counts finished training episodes and hands every env step to the recorder."""
 
-    def __init__(self, recorder: _Recorder) -> None:
+    def __init__(self, recorder: Recorder) -> None:
         super().__init__()
         self.recorder = recorder
 
@@ -584,7 +607,9 @@ def _run(
     on_metrics: MetricsHook | None,
 ) -> RunResult:
     if model is not None:
-        recorder = _Recorder(config, run, eval_env, _sb3_saver(run, model), checkpoint, on_metrics)
+        recorder = Recorder(
+            config, run, eval_env, _sb3_saver(run, model), checkpoint, on_metrics, config.algo
+        )
         if checkpoint is None:
             recorder.save(0)
         else:
@@ -600,7 +625,9 @@ def _run(
         agent = ZeroAgent(eval_env.action_space)
         if config.algo == "random":
             agent = RandomAgent(eval_env.action_space, config.seed)
-        recorder = _Recorder(config, run, eval_env, lambda _: {}, checkpoint, on_metrics)
+        recorder = Recorder(
+            config, run, eval_env, lambda _: {}, checkpoint, on_metrics, config.algo
+        )
         if isinstance(agent, RandomAgent):
             if checkpoint is not None:
                 agent.rng.bit_generator.state = checkpoint["numpy_rng"]

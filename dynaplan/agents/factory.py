@@ -9,7 +9,7 @@ import torch
 
 from dynaplan import tasks
 from dynaplan.agents.mpc import MPCAgent
-from dynaplan.config import TrainConfig
+from dynaplan.config import ModelConfig, TrainConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
 from dynaplan.models import DynamicsModel
@@ -34,16 +34,20 @@ def resolve_device(name: str) -> torch.device:
 
 def build_model(config: TrainConfig, obs_dim: int, act_dim: int) -> DynamicsModel:
     """The (untrained) dynamics model that ``config.model`` names."""
-    m = config.dynamics
+    return build_dynamics(config.model, config.dynamics, obs_dim, act_dim)
+
+
+def build_dynamics(kind: str, m: ModelConfig, obs_dim: int, act_dim: int) -> DynamicsModel:
+    """An (untrained) dynamics model of ``kind`` (one of ``MODEL_KINDS``) sized by ``m``."""
     return DynamicsModel(
         obs_dim,
         act_dim,
-        ensemble_size=1 if config.model == "mlp" else m.ensemble_size,
+        ensemble_size=1 if kind == "mlp" else m.ensemble_size,
         hidden_size=m.hidden_size,
         num_layers=m.num_layers,
         activation=m.activation,
-        probabilistic=config.model == "pets",
-        num_elites=None if config.model == "mlp" else m.num_elites,
+        probabilistic=kind == "pets",
+        num_elites=None if kind == "mlp" else m.num_elites,
     )
 
 

@@ -243,7 +243,7 @@ def test_cli_baseline(tmp_path, capsys):
 def test_rows_written_after_the_last_checkpoint_are_redone_once(tmp_path, monkeypatch):
     from dynaplan.agents import baselines
 
-    real_save, calls = baselines._Recorder.save, []
+    real_save, calls = baselines.Recorder.save, []
 
     def killed_before_the_second_checkpoint(recorder, env_steps):
         calls.append(env_steps)
@@ -251,14 +251,14 @@ def test_rows_written_after_the_last_checkpoint_are_redone_once(tmp_path, monkey
             raise KeyboardInterrupt
         real_save(recorder, env_steps)
 
-    monkeypatch.setattr(baselines._Recorder, "save", killed_before_the_second_checkpoint)
+    monkeypatch.setattr(baselines.Recorder, "save", killed_before_the_second_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         run_baseline(toy("random"), tmp_path / "run")
     assert [int(r["env_steps"]) for r in read_metrics(tmp_path / "run" / "metrics.csv")] == [
         100,
         200,
     ]
-    monkeypatch.setattr(baselines._Recorder, "save", real_save)
+    monkeypatch.setattr(baselines.Recorder, "save", real_save)
     resumed = resume_baseline(tmp_path / "run").metrics
     assert [int(r["env_steps"]) for r in resumed] == [100, 200, 300]
     fresh = run_baseline(toy("random"), tmp_path / "fresh").metrics

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from dynaplan.agents.baselines import BaselineConfig, resume_baseline, run_baseline
+from dynaplan.agents.mbpo import MBPOConfig, resume_mbpo, run_mbpo
 from dynaplan.config import TrainConfig
 from dynaplan.errors import ConfigError, DynaplanError
 from dynaplan.loop import resume, train
 from dynaplan.rundir import MetricsHook, RunDir
 
-RunConfig = TrainConfig | BaselineConfig
+RunConfig = TrainConfig | BaselineConfig | MBPOConfig
 
 RAY_INSTALL = "pip install 'dynaplan[ray]'"
 ASHA_METRIC, ASHA_TIME = "eval_return_mean", "iteration"
@@ -81,13 +82,21 @@ def run_one(config: RunConfig, run_dir: str, on_metrics: MetricsHook | None = No
     metrics row.
     """
     run = RunDir(run_dir)
-    baseline = isinstance(config, BaselineConfig)
+    start, resume_run = RUNNERS[type(config)]
     if not run.checkpoint.exists():
         run.config.unlink(missing_ok=True)
-        (run_baseline if baseline else train)(config, run_dir, on_metrics)
+        start(config, run_dir, on_metrics)
     elif not _finished(run, config):
-        (resume_baseline if baseline else resume)(run_dir, on_metrics)
+        resume_run(run_dir, on_metrics)
     return run_dir
+
+
+RUNNERS = {
+    TrainConfig: (train, resume),
+    BaselineConfig: (run_baseline, resume_baseline),
+    MBPOConfig: (run_mbpo, resume_mbpo),
+}
+"""How each kind of run starts in a fresh folder and resumes from its checkpoint."""
 
 
 def _finished(run: RunDir, config: RunConfig) -> bool:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynaplan.agents.baselines import BaselineConfig
+from dynaplan.agents.mbpo import MBPOConfig, SACConfig
 from dynaplan.analysis.compare import Comparison, compare
-from dynaplan.config import TrainConfig, load_preset
+from dynaplan.config import ModelConfig, PolicyConfig, TrainConfig, ValueConfig, load_preset
 from dynaplan.errors import ConfigError
 from dynaplan.execution import Execution, RunConfig, RunTask, run_all, run_one
 
@@ -120,6 +121,41 @@ def _ant(budget: Budget, out: Path) -> dict[str, RunConfig]:
     return variants
 
 
+def _beyond(budget: Budget, out: Path) -> dict[str, RunConfig]:
+    """Issue #7's comparison on Hopper-v5 at 100k env steps: the paper's plain gradient MPC,
+    + terminal value, + value and policy prior, MBPO and SAC, on the same budget."""
+    env, steps = "Hopper-v5", 100_000
+    mbrl_steps = dict(total_steps=steps) if not budget.small else {}
+    value = ValueConfig(enabled=True, updates=10 if budget.small else 1000)
+    policy = PolicyConfig(enabled=True, updates=10 if budget.small else 200)
+    return {
+        "mbrl-H10": _mbrl("hopper", budget, **mbrl_steps),
+        "mbrl-H10-value": _mbrl("hopper", budget, value=value, **mbrl_steps),
+        "mbrl-H10-value-policy": _mbrl("hopper", budget, value=value, policy=policy, **mbrl_steps),
+        "mbpo": _mbpo(env, steps, budget),
+        "sac": _baseline(env, "sac", steps, budget),
+    }
+
+
+def _mbpo(env: str, full_steps: int, budget: Budget) -> MBPOConfig:
+    if not budget.small:
+        return MBPOConfig(env=env, total_steps=full_steps)
+    steps = budget.mbrl_steps
+    return MBPOConfig(
+        env=env,
+        total_steps=steps,
+        random_steps=steps // 2,
+        dynamics=ModelConfig(ensemble_size=2, num_elites=2, hidden_size=32, num_layers=2),
+        model_train_every=steps // 4,
+        rollout_batch=64,
+        rollouts_every=steps // 4,
+        updates_per_step=1,
+        sac=SACConfig(batch_size=32, net_arch=(32, 32)),
+        eval_every=steps // 2,
+        eval_episodes=budget.eval_episodes,
+    )
+
+
 def _expert_dir(out: Path) -> Path:
     return out / "expert"
 
@@ -190,6 +226,10 @@ EXPERIMENTS: dict[str, Experiment] = {
     "ant": Experiment(_ant),
     "planners": Experiment(expert="hopper", analysis=_planner_analysis),
     "model-error": Experiment(expert="hopper", analysis=_model_error_analysis),
+    "beyond": Experiment(
+        _beyond,
+        references=("paper MBRL=250", "MBPO 100k=3000", "issue 7 target=3000"),
+    ),
     "warmstart": Experiment(
         _warmstart, expert="hopper", prepare=_clone_expert, references=("paper clone=180",)
     ),

@@ -111,3 +111,12 @@ def test_a_run_that_stopped_at_its_target_return_counts_as_finished(tmp_path):
     assert len(rows) == 2  # header and the one iteration before stopping
     run_one(config, run_dir)
     assert metrics.stat().st_mtime_ns == before
+
+
+def test_beyond_small_budget_runs_mpc_value_policy_mbpo_and_sac_side_by_side(tmp_path):
+    result = experiments.run_experiment("beyond", seeds=1, out=tmp_path, budget="small")
+    labels = {s.label for s in result.comparison.summaries}
+    mpc = "mbrl grad mlp H10"
+    assert labels == {mpc, f"{mpc} + value", f"{mpc} + value + policy", "mbpo", "sac"}
+    full = experiments.EXPERIMENTS["beyond"].variants(experiments.BUDGETS["full"], tmp_path)
+    assert {config.total_steps for config in full.values()} == {100_000}  # the same budget

@@ -141,6 +141,10 @@ class ValueConfig:
     """Polyak rate of the target critics."""
     pessimism: float = 0.0
     """Plan with mean − pessimism · std over the critics."""
+    td_steps: int = 1
+    """Real steps in each TD(λ) target (1: TD(0))."""
+    td_lambda: float = 0.95
+    """λ of the truncated λ-return over td_steps."""
 
 
 @dataclass
@@ -240,6 +244,8 @@ class TrainConfig:
         v = self.value
         if min(v.ensemble_size, v.hidden_size, v.num_layers, v.batch_size, v.updates) <= 0:
             raise ConfigError("value sizes, batch_size and updates must be positive")
+        if v.td_steps <= 0 or not 0 <= v.td_lambda <= 1:
+            raise ConfigError("need value.td_steps > 0 and value.td_lambda in [0, 1]")
         if not (0 < v.gamma < 1 and 0 < v.tau <= 1 and v.lr > 0 and v.pessimism >= 0):
             raise ConfigError(
                 "need value.gamma in (0, 1), value.tau in (0, 1], value.lr > 0, "

@@ -145,7 +145,11 @@ def _run(
     model, planner, critic = agent.model, agent.planner, agent.terminal_value
     trainer = ModelTrainer(model, config.dynamics.lr, config.dynamics.weight_decay)
     v = config.value
-    value_trainer = ValueTrainer(critic, v.lr, v.gamma, v.tau) if critic is not None else None
+    value_trainer = (
+        ValueTrainer(critic, v.lr, v.gamma, v.tau, v.td_steps, v.td_lambda)
+        if critic is not None
+        else None
+    )
     value_loss = math.nan
     pi = config.policy
     policy_trainer = (

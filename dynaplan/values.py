@@ -5,7 +5,11 @@ plateau); with a value of the last predicted state the objective becomes
 ``Σ γ^k r̂_k + γ^H V(ŝ_H)`` for every planner, and the gradient planner differentiates
 through ``V`` too. Each member learns TD(0) targets ``r + γ (1 − terminated) V̄(s')`` from its
 own slowly moving target copy ``V̄`` (Polyak averaging) on its own bootstrap of the real
-transitions; truncated episodes keep bootstrapping, terminated ones do not.
+transitions; truncated episodes keep bootstrapping, terminated ones do not. With
+``td_steps = n > 1`` the target is the truncated λ-return over the next ``n`` real steps of
+the same episode, ``G^λ = (1 − λ) Σ_{k<n} λ^{k−1} G^(k) + λ^{n−1} G^(n)`` with the k-step
+returns ``G^(k) = Σ_{i<k} γ^i r_{t+i} + γ^k V̄(s_{t+k})``; an episode that ends inside the
+window keeps its last available ``G^(k)``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dynaplan.buffer import ReplayBuffer
 from dynaplan.errors import ConfigError, TrainingDivergedError
 from dynaplan.models.ensemble import ACTIVATIONS, EnsembleLinear
 from dynaplan.models.normalizer import Normalizer
+from dynaplan.types import TransitionBatch
 
 
 class ValueEnsemble(nn.Module):
@@ -66,16 +71,27 @@ class ValueEnsemble(nn.Module):
 
 
 class ValueTrainer:
-    """TD(0) with a Polyak-averaged target copy of the ensemble."""
+    """TD(λ) over ``td_steps`` real steps (TD(0) by default) with Polyak-averaged targets."""
 
     def __init__(
-        self, critic: ValueEnsemble, lr: float = 3e-4, gamma: float = 0.99, tau: float = 0.005
+        self,
+        critic: ValueEnsemble,
+        lr: float = 3e-4,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        td_steps: int = 1,
+        td_lambda: float = 0.95,
     ) -> None:
         if lr <= 0 or not 0 < gamma < 1 or not 0 < tau <= 1:
             raise ConfigError(
                 f"need lr > 0, gamma in (0, 1), tau in (0, 1]; got {lr}, {gamma}, {tau}"
             )
+        if td_steps <= 0 or not 0 <= td_lambda <= 1:
+            raise ConfigError(
+                f"need td_steps > 0, td_lambda in [0, 1]; got {td_steps}, {td_lambda}"
+            )
         self.critic, self.gamma, self.tau = critic, gamma, tau
+        self.td_steps, self.td_lambda = td_steps, td_lambda
         self.target = copy.deepcopy(critic).requires_grad_(False)
         self.optimizer = torch.optim.Adam(critic.parameters(), lr=lr)
 
@@ -87,9 +103,11 @@ class ValueTrainer:
             raise ConfigError("cannot train a value function on an empty buffer")
         device = next(self.critic.parameters()).device
         data = buffer.batch(np.arange(len(buffer)), device)
+        # the episode ends after a row's transition: its episode terminated or was cut off
+        ends = data.terminated | torch.as_tensor(buffer.truncated, device=device)
+        episode = torch.as_tensor(buffer.episode, device=device)
         self.critic.obs_norm.fit(data.obs)
         self.target.obs_norm.load_state_dict(self.critic.obs_norm.state_dict())
-        alive = (~data.terminated).float()
         losses = []
         for step in range(updates):
             rows = torch.as_tensor(
@@ -97,9 +115,7 @@ class ValueTrainer:
                 device=device,
             )  # [E, b]: each member's own bootstrap sample
             with torch.no_grad():
-                target = data.reward[rows] + self.gamma * alive[rows] * self.target.members(
-                    data.next_obs[rows]
-                )
+                target = self.lambda_returns(data, ends, episode, rows)
             loss = (self.critic.members(data.obs[rows]) - target).square().mean()
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
@@ -115,6 +131,36 @@ class ValueTrainer:
                     target_param.lerp_(param, self.tau)
             losses.append(loss.item())
         return float(np.mean(losses[-100:]))
+
+    def lambda_returns(
+        self, data: TransitionBatch, ends: Tensor, episode: Tensor, rows: Tensor
+    ) -> Tensor:
+        """The TD(λ) targets ``[E, b]`` of the buffer rows ``rows [E, b]`` (module docstring).
+
+        ``data`` holds the whole buffer in order; ``ends [N]`` marks a row after which its
+        episode stops, ``episode [N]`` the episode ids.
+        """
+        size, steps = len(episode), self.td_steps
+        ahead = rows[..., None] + torch.arange(steps, device=rows.device)  # [E, b, n]
+        inside = ahead < size
+        ahead = ahead.clamp(max=size - 1)
+        inside &= episode[ahead] == episode[rows][..., None]
+        values = self.target.members(data.next_obs[ahead].flatten(1, 2)).view(ahead.shape)
+        alive = (~data.terminated[ahead]).float()
+        valid = torch.ones_like(rows, dtype=torch.bool)
+        partial = torch.zeros(rows.shape, device=rows.device)
+        returns: list[Tensor] = []
+        for k in range(steps):  # k-step returns G^(k+1), kept at the last valid one
+            valid = valid & inside[..., k]
+            partial = partial + torch.where(valid, self.gamma**k * data.reward[ahead[..., k]], 0)
+            bootstrapped = partial + self.gamma ** (k + 1) * alive[..., k] * values[..., k]
+            returns.append(
+                bootstrapped if k == 0 else torch.where(valid, bootstrapped, returns[-1])
+            )
+            valid = valid & ~ends[ahead[..., k]]
+        lam = self.td_lambda
+        weights = [(1 - lam) * lam**k for k in range(steps - 1)] + [lam ** (steps - 1)]
+        return sum(w * g for w, g in zip(weights, returns, strict=True))
 
     def state_dict(self) -> dict:
         return {"target": self.target.state_dict(), "optimizer": self.optimizer.state_dict()}

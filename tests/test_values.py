@@ -63,3 +63,45 @@ def test_bad_value_settings_are_config_errors():
         dataclasses.replace(toy_config(), value=ValueConfig(gamma=1.0)).validate()
     with pytest.raises(ConfigError, match="gamma in"):
         ValueTrainer(ValueEnsemble(2), gamma=1.5)
+    with pytest.raises(ConfigError, match="td_lambda"):
+        ValueTrainer(ValueEnsemble(2), td_lambda=1.5)
+    with pytest.raises(ConfigError, match=r"value\.td_steps"):
+        dataclasses.replace(toy_config(), value=ValueConfig(td_steps=0)).validate()
+
+
+def test_lambda_returns_stop_at_terminations_bootstrap_at_truncations_and_stay_in_episode():
+    """Episode 0: rewards 1, 2, 3, terminated; episode 1: rewards 4, 5, cut off. With
+    V̄ ≡ 10, γ = 0.9, λ = 0.5 and 3 steps, the λ-returns worked out by hand."""
+    buffer = ReplayBuffer(1, 1)
+    ends = [(False, False), (False, False), (True, False), (False, False), (False, True)]
+    rewards = [1, 2, 3, 4, 5]
+    for row, (reward, (terminated, truncated)) in enumerate(zip(rewards, ends, strict=True)):
+        buffer.add(np.zeros(1), np.zeros(1), reward, np.zeros(1), terminated, truncated, row // 3)
+    trainer = ValueTrainer(ValueEnsemble(1, 1, 8, 1), gamma=0.9, td_steps=3, td_lambda=0.5)
+    with torch.no_grad():
+        trainer.target.head.weight.zero_()
+        trainer.target.head.bias.fill_(10.0)
+    data = buffer.batch(np.arange(5))
+    targets = trainer.lambda_returns(
+        data,
+        data.terminated | torch.as_tensor(buffer.truncated),
+        torch.as_tensor(buffer.episode),
+        torch.arange(5)[None],
+    )
+    # row 0: G1 = 1 + 9 = 10, G2 = 1 + 1.8 + 8.1 = 10.9, G3 = 1 + 1.8 + 2.43 = 5.23 (terminal)
+    # row 1: G1 = 11, G2 = G3 = 2 + 2.7 = 4.7; row 2: 3 (terminal) at every k
+    # row 3: G1 = 13, G2 = G3 = 4 + 4.5 + 8.1 = 16.6 (cut off, bootstrapped); row 4: G = 14
+    expected = [
+        0.5 * 10 + 0.25 * 10.9 + 0.25 * 5.23,
+        0.5 * 11 + 0.5 * 4.7,
+        3.0,
+        0.5 * 13 + 0.5 * 16.6,
+        14.0,
+    ]
+    torch.testing.assert_close(targets[0], torch.tensor(expected))
+    one_step = ValueTrainer(ValueEnsemble(1, 1, 8, 1), gamma=0.9)  # TD(0): r + γ (1 − d) V̄
+    one_step.target.load_state_dict(trainer.target.state_dict())
+    td0 = one_step.lambda_returns(
+        data, data.terminated, torch.as_tensor(buffer.episode), torch.arange(5)[None]
+    )
+    torch.testing.assert_close(td0[0], torch.tensor([10.0, 11.0, 3.0, 13.0, 14.0]))

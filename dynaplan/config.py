@@ -145,6 +145,9 @@ class ValueConfig:
     """Real steps in each TD(λ) target (1: TD(0))."""
     td_lambda: float = 0.95
     """λ of the truncated λ-return over td_steps."""
+    expansion: int = 0
+    """Model-based value expansion: imagined steps under the policy prior after each real
+    transition in the TD targets (needs policy.enabled and td_steps 1; 0: off)."""
 
 
 @dataclass
@@ -246,6 +249,11 @@ class TrainConfig:
             raise ConfigError("value sizes, batch_size and updates must be positive")
         if v.td_steps <= 0 or not 0 <= v.td_lambda <= 1:
             raise ConfigError("need value.td_steps > 0 and value.td_lambda in [0, 1]")
+        if v.expansion < 0 or (v.expansion and (not self.policy.enabled or v.td_steps > 1)):
+            raise ConfigError(
+                "value.expansion imagines steps under the policy prior: it needs "
+                "--policy.enabled and value.td_steps 1 (and cannot be negative)"
+            )
         if not (0 < v.gamma < 1 and 0 < v.tau <= 1 and v.lr > 0 and v.pessimism >= 0):
             raise ConfigError(
                 "need value.gamma in (0, 1), value.tau in (0, 1], value.lr > 0, "

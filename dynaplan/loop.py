@@ -34,7 +34,7 @@ from dynaplan.evaluation import evaluate
 from dynaplan.models import FitResult, ModelTrainer
 from dynaplan.policy import PolicyAgent, PolicyTrainer
 from dynaplan.rundir import MetricsHook, RunDir
-from dynaplan.values import ValueTrainer
+from dynaplan.values import ModelExpansion, ValueTrainer
 
 EVAL_SEED_OFFSET = 1_000_000
 """Evaluation episodes use seeds far from the training episodes'."""
@@ -145,8 +145,11 @@ def _run(
     model, planner, critic = agent.model, agent.planner, agent.terminal_value
     trainer = ModelTrainer(model, config.dynamics.lr, config.dynamics.weight_decay)
     v = config.value
+    expansion = (
+        ModelExpansion(model, agent.task, agent.policy, v.expansion) if v.expansion else None
+    )
     value_trainer = (
-        ValueTrainer(critic, v.lr, v.gamma, v.tau, v.td_steps, v.td_lambda)
+        ValueTrainer(critic, v.lr, v.gamma, v.tau, v.td_steps, v.td_lambda, expansion)
         if critic is not None
         else None
     )

@@ -9,13 +9,18 @@ transitions; truncated episodes keep bootstrapping, terminated ones do not. With
 ``td_steps = n > 1`` the target is the truncated λ-return over the next ``n`` real steps of
 the same episode, ``G^λ = (1 − λ) Σ_{k<n} λ^{k−1} G^(k) + λ^{n−1} G^(n)`` with the k-step
 returns ``G^(k) = Σ_{i<k} γ^i r_{t+i} + γ^k V̄(s_{t+k})``; an episode that ends inside the
-window keeps its last available ``G^(k)``.
+window keeps its last available ``G^(k)``. With a :class:`ModelExpansion` (model-based value
+expansion, Feinberg et al. 2018) the target of a real transition continues from its real next
+state through ``k`` imagined steps of the model under a policy before bootstrapping:
+``r_t + γ (1 − d_t) (Σ_{i<k} γ^i r̂_i + γ^k V̄(ŝ_k))``.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,8 +28,11 @@ from torch import Tensor, nn
 
 from dynaplan.buffer import ReplayBuffer
 from dynaplan.errors import ConfigError, TrainingDivergedError
+from dynaplan.models import DynamicsModel
 from dynaplan.models.ensemble import ACTIVATIONS, EnsembleLinear
 from dynaplan.models.normalizer import Normalizer
+from dynaplan.planners.objective import discounted_returns
+from dynaplan.tasks import Task
 from dynaplan.types import TransitionBatch
 
 
@@ -70,6 +78,16 @@ class ValueEnsemble(nn.Module):
         return values.mean(0) - self.pessimism * values.std(0)
 
 
+@dataclass
+class ModelExpansion:
+    """``steps`` imagined steps of ``model`` acting by ``policy`` in every TD target."""
+
+    model: DynamicsModel
+    task: Task
+    policy: Callable[[Tensor], Tensor]
+    steps: int
+
+
 class ValueTrainer:
     """TD(λ) over ``td_steps`` real steps (TD(0) by default) with Polyak-averaged targets."""
 
@@ -81,6 +99,7 @@ class ValueTrainer:
         tau: float = 0.005,
         td_steps: int = 1,
         td_lambda: float = 0.95,
+        expansion: ModelExpansion | None = None,
     ) -> None:
         if lr <= 0 or not 0 < gamma < 1 or not 0 < tau <= 1:
             raise ConfigError(
@@ -91,7 +110,9 @@ class ValueTrainer:
                 f"need td_steps > 0, td_lambda in [0, 1]; got {td_steps}, {td_lambda}"
             )
         self.critic, self.gamma, self.tau = critic, gamma, tau
-        self.td_steps, self.td_lambda = td_steps, td_lambda
+        if expansion is not None and (expansion.steps <= 0 or td_steps > 1):
+            raise ConfigError("model expansion needs steps > 0 and one real step (td_steps 1)")
+        self.td_steps, self.td_lambda, self.expansion = td_steps, td_lambda, expansion
         self.target = copy.deepcopy(critic).requires_grad_(False)
         self.optimizer = torch.optim.Adam(critic.parameters(), lr=lr)
 
@@ -115,7 +136,10 @@ class ValueTrainer:
                 device=device,
             )  # [E, b]: each member's own bootstrap sample
             with torch.no_grad():
-                target = self.lambda_returns(data, ends, episode, rows)
+                if self.expansion is None:
+                    target = self.lambda_returns(data, ends, episode, rows)
+                else:
+                    target = self.expanded_returns(data, rows)
             loss = (self.critic.members(data.obs[rows]) - target).square().mean()
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
@@ -161,6 +185,25 @@ class ValueTrainer:
         lam = self.td_lambda
         weights = [(1 - lam) * lam**k for k in range(steps - 1)] + [lam ** (steps - 1)]
         return sum(w * g for w, g in zip(weights, returns, strict=True))
+
+    def expanded_returns(self, data: TransitionBatch, rows: Tensor) -> Tensor:
+        """The model-expanded targets ``[E, b]`` of the buffer rows ``rows [E, b]``."""
+        members, batch = rows.shape
+        expansion = self.expansion
+
+        def target_values(obs: Tensor) -> Tensor:  # each member bootstraps its own rows
+            return self.target.members(obs.view(members, batch, -1)).reshape(-1)
+
+        imagined = discounted_returns(
+            expansion.model,
+            expansion.task,
+            data.next_obs[rows].flatten(0, 1),
+            lambda t, obs: expansion.policy(obs),
+            expansion.steps,
+            self.gamma,
+            terminal_value=target_values,
+        ).view(members, batch)
+        return data.reward[rows] + self.gamma * (~data.terminated[rows]).float() * imagined
 
     def state_dict(self) -> dict:
         return {"target": self.target.state_dict(), "optimizer": self.optimizer.state_dict()}

@@ -105,3 +105,45 @@ def test_lambda_returns_stop_at_terminations_bootstrap_at_truncations_and_stay_i
         data, data.terminated, torch.as_tensor(buffer.episode), torch.arange(5)[None]
     )
     torch.testing.assert_close(td0[0], torch.tensor([10.0, 11.0, 3.0, 13.0, 14.0]))
+
+
+def test_model_expansion_continues_each_target_through_the_model_under_the_policy():
+    """An identity model and a zero policy: the target of (s, r, s') is
+    ``r + γ (1 − d) (r̂ + γ alive r̂ + γ² alive² V̄(s'))`` with ``r̂ = reward(s', 0, s')``."""
+    from dynaplan import tasks
+    from dynaplan.envs import POINT_MASS_ID
+    from dynaplan.models import DynamicsModel
+    from dynaplan.values import ModelExpansion
+
+    model = DynamicsModel(2, 2, hidden_size=8, num_layers=1)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()  # predicts a zero delta: s' stays where it is
+    task = tasks.get(POINT_MASS_ID)
+    expansion = ModelExpansion(model, task, lambda obs: torch.zeros_like(obs), steps=2)
+    trainer = ValueTrainer(ValueEnsemble(2, 2, 8, 1), gamma=0.9, expansion=expansion)
+    with torch.no_grad():
+        trainer.target.head.weight.zero_()
+        trainer.target.head.bias.fill_(10.0)
+    buffer = constant_reward_buffer(terminated=False, size=6)
+    data = buffer.batch(np.arange(6))
+    rows = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    targets = trainer.expanded_returns(data, rows)
+    s = data.next_obs[rows]
+    r_hat = task.reward(s, torch.zeros_like(s), s)
+    alive = (~task.terminated(s)).float()
+    expected = 1.0 + 0.9 * (r_hat + 0.9 * alive * r_hat + 0.81 * alive**2 * 10.0)
+    torch.testing.assert_close(targets, expected)
+    with pytest.raises(ConfigError, match="expansion"):
+        ValueTrainer(ValueEnsemble(2), td_steps=3, expansion=expansion)
+    with pytest.raises(ConfigError, match=r"policy\.enabled"):
+        dataclasses.replace(toy_config(), value=ValueConfig(enabled=True, expansion=2)).validate()
+
+
+def test_a_run_with_td_lambda_and_model_expansion_trains_its_critics(tmp_path):
+    for name, value in (("lambda", dict(td_steps=4)), ("mve", dict(expansion=2))):
+        config = toy_config(total_steps=300)
+        config.value = ValueConfig(enabled=True, updates=50, **value)
+        config.policy.enabled, config.policy.updates = True, 20
+        rows = train(config, tmp_path / name).metrics
+        assert np.isfinite(rows[-1]["value_loss"]), name

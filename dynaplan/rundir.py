@@ -93,12 +93,23 @@ class RunDir:
             ) from exc
 
     def append_metrics(self, row: dict[str, float]) -> None:
+        if self.metrics.exists() and self._metrics_header() != list(METRIC_COLUMNS):
+            # a run begun by an older version: rewrite its rows under today's columns
+            # (the new ones empty) so the file stays one table
+            rows = self.read_metrics()
+            self.metrics.unlink()
+            for old_row in rows:
+                self.append_metrics(old_row)
         new = not self.metrics.exists()
         with open(self.metrics, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+    def _metrics_header(self) -> list[str]:
+        with open(self.metrics, newline="") as f:
+            return next(csv.reader(f), [])
 
     def read_metrics(self) -> list[dict[str, float]]:
         return read_metrics(self.metrics)

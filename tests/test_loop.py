@@ -179,3 +179,14 @@ def test_tensorboard_without_the_package_says_how_to_install(tmp_path, monkeypat
     with pytest.raises(ConfigError, match=r"dynaplan\[tensorboard\]"):
         loop.train(toy_config(tensorboard=True), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_metrics_of_a_run_begun_by_an_older_version_gain_the_new_columns(tmp_path):
+    run = RunDir(tmp_path)
+    old_columns = [c for c in METRIC_COLUMNS if not c.startswith("policy")]
+    run.metrics.write_text(",".join(old_columns) + "\n" + ",".join(["1"] * len(old_columns)) + "\n")
+    run.append_metrics({column: 2.0 for column in METRIC_COLUMNS})
+    rows = run.read_metrics()
+    assert list(rows[0]) == list(METRIC_COLUMNS)
+    assert rows[0]["env_steps"] == 1.0 and np.isnan(rows[0]["policy_return"])
+    assert rows[1]["policy_return"] == 2.0

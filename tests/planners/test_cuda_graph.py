@@ -75,3 +75,21 @@ def test_a_captured_agent_acts_like_an_eager_one_and_sees_weight_updates():
                     model.target_norm.std.mul_(2.0)
         np.testing.assert_allclose(graphed.act(obs), eager.act(obs), rtol=1e-4, atol=1e-5)
     assert graphed.planner._graph is not None
+
+
+@needs_cuda
+def test_a_captured_plan_takes_each_new_proposal():
+    """Two candidates, the warm start and the proposal itself (no noise on it): deterministic,
+    so the captured and the eager planner agree whatever the proposal of the moment."""
+    objective = quadratic_on(CUDA)
+    planners = [
+        make_planner(
+            "grad", LOW, HIGH, 4, device=CUDA, cuda_graph=graph, num_candidates=2,
+            iterations=5, lr=0.05, warm_share=0.0, proposal_share=0.5,
+        )
+        for graph in (True, False)
+    ]  # fmt: skip
+    for proposal in (torch.zeros(4, 2), torch.full((4, 2), 0.3), torch.full((4, 2), -0.5)):
+        graphed, eager = (p.plan(objective, proposal=proposal.to(CUDA)) for p in planners)
+        torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-5)
+    assert planners[0]._graph is not None and planners[0]._graph.proposal is not None

@@ -149,7 +149,9 @@ EXPERIMENT_REFERENCES = {
     "warmstart": "paper: expert 200–300, clone ~180; warm-started PPO ahead of vanilla early",
     "value-hopper": "issue #7 target: 3,000 at 100k env steps; paper: 200–300",
     "penalty-hopper": "issue #7: penalise ensemble disagreement, configurable and measured",
-    "beyond": "issue #7 target: 3,000 at 100k env steps; MBPO ≈ 3,000 at 70–100k; paper 200–300",
+    "beyond-hopper-first-look": (
+        "issue #7 target: 3,000 at 100k; MBPO ≈ 3,000 at 70–100k; paper 200–300"
+    ),
 }
 
 

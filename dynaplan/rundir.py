@@ -7,6 +7,7 @@ Checkpoints are written atomically (temp file + rename) and read with
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from collections.abc import Callable
@@ -120,6 +121,12 @@ class RunDir:
         self.metrics.unlink(missing_ok=True)
         for row in rows:
             self.append_metrics(row)
+
+
+def run_kind(run_dir: str | Path) -> str | None:
+    """The ``kind`` a run folder's ``config.json`` declares (None for MBRL runs and non-runs)."""
+    config = RunDir(run_dir).config
+    return json.loads(config.read_text()).get("kind") if config.is_file() else None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:

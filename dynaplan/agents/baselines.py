@@ -43,7 +43,7 @@ from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.evaluation import evaluate
 from dynaplan.imitation.policy import warm_start_ppo
 from dynaplan.loop import EVAL_SEED_OFFSET, RunResult
-from dynaplan.rundir import MetricsHook, RunDir
+from dynaplan.rundir import MetricsHook, RunDir, run_kind
 from dynaplan.types import Agent
 
 BASELINE_KIND = "baseline"
@@ -332,8 +332,7 @@ def resume_baseline(run_dir: str | Path, on_metrics: MetricsHook | None = None) 
 
 def is_baseline_run(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds a baseline run (rather than an MBRL run)."""
-    config = RunDir(run_dir).config
-    return config.is_file() and json.loads(config.read_text()).get("kind") == BASELINE_KIND
+    return run_kind(run_dir) == BASELINE_KIND
 
 
 def load_baseline_agent(run_dir: str | Path, device: str = "cpu") -> tuple[Agent, BaselineConfig]:

@@ -52,7 +52,7 @@ from dynaplan.envs import make_env
 from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.loop import Collector, RunResult
 from dynaplan.models import DynamicsModel, FitResult, ModelTrainer
-from dynaplan.rundir import MetricsHook, RunDir
+from dynaplan.rundir import MetricsHook, RunDir, run_kind
 from dynaplan.tasks import Task
 from dynaplan.types import Propagation, TransitionBatch
 
@@ -328,8 +328,7 @@ def resume_mbpo(run_dir: str | Path, on_metrics: MetricsHook | None = None) -> R
 
 def is_mbpo_run(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds an MBPO run."""
-    config = RunDir(run_dir).config
-    return config.is_file() and json.loads(config.read_text()).get("kind") == MBPO_KIND
+    return run_kind(run_dir) == MBPO_KIND
 
 
 def load_mbpo_agent(run_dir: str | Path, device: str = "cpu") -> tuple[SB3Agent, MBPOConfig]:

@@ -12,11 +12,13 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from dynaplan.errors import CheckpointError
+from dynaplan.errors import CheckpointError, ConfigError
+
+C = TypeVar("C")
 
 METRIC_COLUMNS = (
     "iteration",
@@ -121,6 +123,22 @@ class RunDir:
         self.metrics.unlink(missing_ok=True)
         for row in rows:
             self.append_metrics(row)
+
+
+def open_for_resume(
+    run_dir: str | Path, load_config: Callable[[Path], C], kind: str
+) -> tuple[RunDir, C, dict[str, Any]]:
+    """A run folder of ``kind``, its config (``load_config`` reads and validates it) and its
+    last checkpoint; a folder of another kind or with a bad config is a CheckpointError."""
+    run = RunDir.open(run_dir)
+    try:
+        config = load_config(run.config)
+    except (ConfigError, ValueError) as exc:
+        raise CheckpointError(f"{run.config} cannot be resumed as a {kind!r} run: {exc}") from exc
+    checkpoint = run.load_checkpoint()
+    if checkpoint.get("kind") != kind:
+        raise CheckpointError(f"{run.checkpoint} is not the checkpoint of a {kind!r} run")
+    return run, config, checkpoint
 
 
 def run_kind(run_dir: str | Path) -> str | None:

@@ -43,7 +43,7 @@ from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.evaluation import evaluate
 from dynaplan.imitation.policy import warm_start_ppo
 from dynaplan.loop import EVAL_SEED_OFFSET, RunResult
-from dynaplan.rundir import MetricsHook, RunDir, run_kind
+from dynaplan.rundir import MetricsHook, RunDir, open_for_resume, run_kind
 from dynaplan.types import Agent
 
 BASELINE_KIND = "baseline"
@@ -313,14 +313,9 @@ def run_baseline(
 
 def resume_baseline(run_dir: str | Path, on_metrics: MetricsHook | None = None) -> RunResult:
     """Continue a baseline run from its last checkpoint; metrics after it are dropped."""
-    run = RunDir.open(run_dir)
-    try:
-        config = BaselineConfig.load(run.config).validate()
-    except (ConfigError, ValueError) as exc:
-        raise CheckpointError(f"{run.config} cannot be resumed as a baseline: {exc}") from exc
-    checkpoint = run.load_checkpoint()
-    if checkpoint.get("kind") != BASELINE_KIND:
-        raise CheckpointError(f"{run.checkpoint} is not a baseline checkpoint")
+    run, config, checkpoint = open_for_resume(
+        run_dir, lambda path: BaselineConfig.load(path).validate(), BASELINE_KIND
+    )
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     eval_env = make_env(config.env, **config.env_kwargs)

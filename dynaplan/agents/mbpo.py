@@ -49,10 +49,10 @@ from dynaplan.agents.factory import build_dynamics, resolve_device
 from dynaplan.buffer import ReplayBuffer
 from dynaplan.config import MODEL_KINDS, ModelConfig
 from dynaplan.envs import make_env
-from dynaplan.errors import CheckpointError, ConfigError
+from dynaplan.errors import ConfigError
 from dynaplan.loop import Collector, RunResult
 from dynaplan.models import DynamicsModel, FitResult, ModelTrainer
-from dynaplan.rundir import MetricsHook, RunDir, run_kind
+from dynaplan.rundir import MetricsHook, RunDir, open_for_resume, run_kind
 from dynaplan.tasks import Task
 from dynaplan.types import Propagation, TransitionBatch
 
@@ -315,14 +315,9 @@ def run_mbpo(
 
 def resume_mbpo(run_dir: str | Path, on_metrics: MetricsHook | None = None) -> RunResult:
     """Continue an MBPO run from its last checkpoint and its journal of real transitions."""
-    run = RunDir.open(run_dir)
-    try:
-        config = MBPOConfig.load(run.config).validate()
-    except (ConfigError, ValueError) as exc:
-        raise CheckpointError(f"{run.config} cannot be resumed as an MBPO run: {exc}") from exc
-    checkpoint = run.load_checkpoint()
-    if checkpoint.get("kind") != MBPO_KIND:
-        raise CheckpointError(f"{run.checkpoint} is not an MBPO checkpoint")
+    run, config, checkpoint = open_for_resume(
+        run_dir, lambda path: MBPOConfig.load(path).validate(), MBPO_KIND
+    )
     return _run(config, run, checkpoint, on_metrics)
 
 

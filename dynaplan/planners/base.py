@@ -94,14 +94,19 @@ class PlannerBase:
         if self.cuda_graph:
             normalized = self._replay(objective, start, proposal)
         else:
-            self._proposal = proposal
-            normalized = self._optimize(self._normalized(objective), start)
-            self._proposal = None
+            normalized = self._optimize_with(objective, start, proposal)
         self._previous = normalized.detach().clamp(-1, 1)
         return self._to_env(self._previous)
 
-    def _normalized(self, objective: Objective) -> Objective:
-        return lambda u: objective(self._to_env(u))
+    def _optimize_with(
+        self, objective: Objective, start: Tensor, proposal: Tensor | None
+    ) -> Tensor:
+        """``_optimize`` in normalised units, with ``proposal`` visible to ``_seed`` meanwhile."""
+        self._proposal = proposal
+        try:
+            return self._optimize(lambda u: objective(self._to_env(u)), start)
+        finally:
+            self._proposal = None
 
     def _replay(self, objective: Objective, start: Tensor, proposal: Tensor | None) -> Tensor:
         """The plan from the CUDA graph captured for ``objective`` (captured on first use)."""
@@ -120,10 +125,8 @@ class PlannerBase:
                     RuntimeWarning,
                     stacklevel=3,
                 )
-                self.cuda_graph, self._graph, self._proposal = False, None, proposal
-                plan = self._optimize(self._normalized(objective), start)
-                self._proposal = None
-                return plan
+                self.cuda_graph, self._graph = False, None
+                return self._optimize_with(objective, start, proposal)
         return self._graph.replay(start, proposal)
 
     def _seed(self, samples: Tensor) -> None:
@@ -184,28 +187,19 @@ class _CapturedPlan:
     ) -> None:
         self.objective = objective
         self.proposal = None if proposal is None else proposal.clone()
-        normalized_objective = planner._normalized(objective)
-
-        def optimize(warm_start: Tensor) -> Tensor:
-            planner._proposal = self.proposal
-            try:
-                return planner._optimize(normalized_objective, warm_start)
-            finally:
-                planner._proposal = None
-
         self.start = start.clone()
         rng_state = planner.generator.get_state()
         side = torch.cuda.Stream(device=planner.device)
         side.wait_stream(torch.cuda.current_stream(planner.device))
         with torch.cuda.stream(side):
             for _ in range(2):
-                optimize(self.start)
+                planner._optimize_with(objective, self.start, self.proposal)
         torch.cuda.current_stream(planner.device).wait_stream(side)
         planner.generator.set_state(rng_state)
         self.graph = torch.cuda.CUDAGraph()
         self.graph.register_generator_state(planner.generator)
         with torch.cuda.graph(self.graph):
-            self.plan = optimize(self.start)
+            self.plan = planner._optimize_with(objective, self.start, self.proposal)
 
     def replay(self, start: Tensor, proposal: Tensor | None) -> Tensor:
         """The captured plan ``[H, A]`` (normalised) from warm start ``start [H, A]``."""

@@ -264,3 +264,11 @@ def test_rows_written_after_the_last_checkpoint_are_redone_once(tmp_path, monkey
     fresh = run_baseline(toy("random"), tmp_path / "fresh").metrics
     # the random policy's generator is checkpointed too, so the resumed run is exact
     assert [r["eval_return_mean"] for r in resumed] == [r["eval_return_mean"] for r in fresh]
+
+
+def test_a_run_of_another_kind_is_not_resumed_as_this_kind(tmp_path):
+    from dynaplan.agents.mbpo import resume_mbpo
+
+    run = run_baseline(toy("zero"), tmp_path / "run").run_dir
+    with pytest.raises(CheckpointError, match="cannot be resumed as a 'mbpo' run"):
+        resume_mbpo(run)

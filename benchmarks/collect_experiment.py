@@ -2,9 +2,11 @@
 
     python benchmarks/collect_experiment.py runs/exp-pendulum pendulum --note "..."
 
-Copies ``compare/`` (curves.png, summary.csv, summary.md), the clones' ``clone.json`` and
-the analysis folders (``planners/``, ``model_error/``) when present, and writes
-``about.json``: the machine, the commit, the date and the note (what ran, what was reused).
+Copies ``compare/`` (curves.png, summary.csv, summary.md), each run's ``config.json`` and
+``metrics.csv`` (into ``runs/VARIANT/seed_S``, so ``dynaplan compare`` can redraw and extend
+the comparison without the run folders), the clones' ``clone.json`` and the analysis folders
+(``planners/``, ``model_error/``) when present, and writes ``about.json``: the machine, the
+commit, the date and the note (what ran, what was reused).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import torch
 
 RESULTS = Path(__file__).parent / "results" / "experiments"
 COPIED = ("compare", "planners", "model_error")
+RUN_FILES = ("config.json", "metrics.csv")
+"""What compare reads from a run folder: kilobytes, unlike its checkpoints and journal."""
 
 
 def main() -> None:
@@ -37,6 +41,12 @@ def main() -> None:
             for path in (args.out / folder).iterdir():
                 if path.is_file():
                     shutil.copy2(path, target / path.name)
+    for run in sorted(args.out.glob("runs/*/seed_*")):
+        copy = target / run.relative_to(args.out)
+        copy.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, copy / name)
     for report in sorted(args.out.glob("clones/*/clone.json")):
         shutil.copy2(report, target / f"clone_{report.parent.name}.json")
     commit = subprocess.run(

@@ -97,13 +97,16 @@ class ExperimentCommand:
 
     name: tyro.conf.Positional[str]
     """pendulum, hopper, ant (learning curves), planners, model-error (one trained Hopper
-    model) or warmstart (PPO from MPC clones)."""
+    model), warmstart (PPO from MPC clones), beyond or beyond-ant (issue 7: MPC + value +
+    policy prior, MBPO, SAC)."""
     seeds: int = 3
     """Seeds per variant."""
     budget: str = "full"
     """full (the presets' budgets) or small (minutes on a 2-core CPU)."""
     out: Path | None = None
     """Output folder (runs/ and compare/ inside); default runs/experiment-<name>-<time>."""
+    variants: tuple[str, ...] = ()
+    """Run only these variants (default: all); the comparison covers every run under out."""
     execution: Annotated[Execution, tyro.conf.arg(name="")] = field(default_factory=Execution)
 
 
@@ -270,7 +273,9 @@ def _experiment(args: list[str]) -> None:
         f"dynaplan experiment {command.name} ({command.budget}): {command.seeds} seed(s), "
         f"{_describe(command.execution)}, output {out}"
     )
-    result = run_experiment(command.name, command.seeds, out, command.budget, command.execution)
+    result = run_experiment(
+        command.name, command.seeds, out, command.budget, command.execution, command.variants
+    )
     if result.comparison is not None:
         _print_comparison(result.comparison, out / "compare")
     if result.files:

@@ -11,7 +11,7 @@ one trained model (``planners``, ``model-error``, ``warmstart``) first train it 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,9 @@ from dynaplan.analysis.compare import Comparison, compare
 from dynaplan.config import ModelConfig, PolicyConfig, TrainConfig, ValueConfig, load_preset
 from dynaplan.errors import ConfigError
 from dynaplan.execution import Execution, RunConfig, RunTask, run_all, run_one
+
+ANT_OBS27 = {"include_cfrc_ext_in_observation": False}
+"""Ant-v5 without contact forces: the paper's 27-dim observation (as the ant preset)."""
 
 
 @dataclass(frozen=True)
@@ -114,35 +117,48 @@ def _hopper(budget: Budget, out: Path) -> dict[str, RunConfig]:
 
 
 def _ant(budget: Budget, out: Path) -> dict[str, RunConfig]:
-    env, obs27 = "Ant-v5", {"include_cfrc_ext_in_observation": False}
     variants: dict[str, RunConfig] = {"mbrl-mlp-H10": _mbrl("ant", budget)}
     for algo in ("sac", "zero", "random"):
-        variants[algo] = _baseline(env, algo, 200_000, budget, env_kwargs=obs27)
+        variants[algo] = _baseline("Ant-v5", algo, 200_000, budget, env_kwargs=ANT_OBS27)
     return variants
 
 
 def _beyond(budget: Budget, out: Path) -> dict[str, RunConfig]:
     """Issue #7's comparison on Hopper-v5 at 100k env steps: the paper's plain gradient MPC,
     + terminal value, + value and policy prior, MBPO and SAC, on the same budget."""
-    env, steps = "Hopper-v5", 100_000
+    return _beyond_variants("hopper", 100_000, budget, MBPOConfig(env="Hopper-v5"))
+
+
+def _beyond_ant(budget: Budget, out: Path) -> dict[str, RunConfig]:
+    """The same comparison on Ant-v5 (the paper's 27-dim observation) at 200k env steps; MBPO
+    with its Ant rollout schedule (length 1 growing to 25 over env steps 20k-100k)."""
+    mbpo = MBPOConfig(
+        env="Ant-v5", env_kwargs=ANT_OBS27, rollout_max_length=25, rollout_grow_to=100_000
+    )
+    return _beyond_variants("ant", 200_000, budget, mbpo)
+
+
+def _beyond_variants(
+    preset: str, steps: int, budget: Budget, mbpo: MBPOConfig
+) -> dict[str, RunConfig]:
     mbrl_steps = dict(total_steps=steps) if not budget.small else {}
     value = ValueConfig(enabled=True, updates=10 if budget.small else 1000)
     policy = PolicyConfig(enabled=True, updates=10 if budget.small else 200)
     return {
-        "mbrl-H10": _mbrl("hopper", budget, **mbrl_steps),
-        "mbrl-H10-value": _mbrl("hopper", budget, value=value, **mbrl_steps),
-        "mbrl-H10-value-policy": _mbrl("hopper", budget, value=value, policy=policy, **mbrl_steps),
-        "mbpo": _mbpo(env, steps, budget),
-        "sac": _baseline(env, "sac", steps, budget),
+        "mbrl-H10": _mbrl(preset, budget, **mbrl_steps),
+        "mbrl-H10-value": _mbrl(preset, budget, value=value, **mbrl_steps),
+        "mbrl-H10-value-policy": _mbrl(preset, budget, value=value, policy=policy, **mbrl_steps),
+        "mbpo": _mbpo(dataclasses.replace(mbpo, total_steps=steps), budget),
+        "sac": _baseline(mbpo.env, "sac", steps, budget, env_kwargs=mbpo.env_kwargs),
     }
 
 
-def _mbpo(env: str, full_steps: int, budget: Budget) -> MBPOConfig:
+def _mbpo(config: MBPOConfig, budget: Budget) -> MBPOConfig:
     if not budget.small:
-        return MBPOConfig(env=env, total_steps=full_steps)
+        return config
     steps = budget.mbrl_steps
-    return MBPOConfig(
-        env=env,
+    return dataclasses.replace(
+        config,
         total_steps=steps,
         random_steps=steps // 2,
         dynamics=ModelConfig(ensemble_size=2, num_elites=2, hidden_size=32, num_layers=2),
@@ -230,6 +246,10 @@ EXPERIMENTS: dict[str, Experiment] = {
         _beyond,
         references=("paper MBRL=250", "MBPO 100k=3000", "issue 7 target=3000"),
     ),
+    "beyond-ant": Experiment(
+        _beyond_ant,
+        references=("PETS-CEM 200k=1166", "zero action=994", "issue 7 target=3000"),
+    ),
     "warmstart": Experiment(
         _warmstart, expert="hopper", prepare=_clone_expert, references=("paper clone=180",)
     ),
@@ -242,9 +262,14 @@ def run_experiment(
     out: str | Path,
     budget: str = "full",
     execution: Execution | None = None,
+    variants: Sequence[str] = (),
 ) -> ExperimentResult:
     """Experiment ``name``: its expert, every variant × seed (default: 2 local processes),
-    the comparison, then its analysis."""
+    the comparison, then its analysis.
+
+    ``variants`` runs only those (e.g. to add the ones missing from an earlier run); the
+    comparison still covers every run folder under ``out``.
+    """
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
     if budget not in BUDGETS:
@@ -252,13 +277,21 @@ def run_experiment(
     if seeds <= 0:
         raise ConfigError(f"seeds must be positive, got {seeds}")
     experiment, level, out = EXPERIMENTS[name], BUDGETS[budget], Path(out)
+    chosen = experiment.variants(level, out)
+    unknown = sorted(set(variants) - set(chosen))
+    if unknown:
+        raise ConfigError(
+            f"experiment {name!r} has no variant(s) {unknown}; choose from {sorted(chosen)}"
+        )
+    if variants:
+        chosen = {variant: chosen[variant] for variant in variants}
     if experiment.expert is not None:
         expert = dataclasses.replace(_mbrl(experiment.expert, level), seed=0, progress=False)
         run_one(expert.validate(), str(_expert_dir(out)))
     if experiment.prepare is not None:
         experiment.prepare(out, level)
     tasks = []
-    for variant, config in experiment.variants(level, out).items():
+    for variant, config in chosen.items():
         for seed in range(seeds):
             seeded = dataclasses.replace(config, seed=seed, progress=False)
             seeded.validate()

@@ -45,6 +45,20 @@ def test_a_second_call_skips_finished_runs(toy_experiment, tmp_path):
     assert metrics.stat().st_mtime_ns == before
 
 
+def test_chosen_variants_run_alone_and_compare_with_the_rest(toy_experiment, tmp_path):
+    one_job = Execution(jobs=1)
+    result = experiments.run_experiment(
+        toy_experiment, seeds=1, out=tmp_path, execution=one_job, variants=["zero"]
+    )
+    assert [s.label for s in result.comparison.summaries] == ["zero"]
+    result = experiments.run_experiment(
+        toy_experiment, seeds=1, out=tmp_path, execution=one_job, variants=["mbrl"]
+    )
+    assert {s.label for s in result.comparison.summaries} == {"mbrl grad mlp H3", "zero"}
+    with pytest.raises(ConfigError, match=r"no variant\(s\) \['walk'\]; choose from"):
+        experiments.run_experiment(toy_experiment, seeds=1, out=tmp_path, variants=["walk"])
+
+
 def test_every_experiment_builds_valid_configs(tmp_path):
     for name, experiment in experiments.EXPERIMENTS.items():
         for budget in experiments.BUDGETS.values():
@@ -83,7 +97,7 @@ def test_analysis_experiments_share_one_trained_expert(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["hopper", "ant"])
+@pytest.mark.parametrize("name", ["hopper", "ant", "beyond-ant"])
 def test_small_budgets_end_to_end(name, tmp_path):
     result = experiments.run_experiment(name, seeds=1, out=tmp_path, budget="small")
     assert len(result.comparison.summaries) == len(
@@ -120,3 +134,13 @@ def test_beyond_small_budget_runs_mpc_value_policy_mbpo_and_sac_side_by_side(tmp
     assert labels == {mpc, f"{mpc} + value", f"{mpc} + value + policy", "mbpo", "sac"}
     full = experiments.EXPERIMENTS["beyond"].variants(experiments.BUDGETS["full"], tmp_path)
     assert {config.total_steps for config in full.values()} == {100_000}  # the same budget
+
+
+def test_beyond_ant_compares_the_same_variants_on_ant_at_200k(tmp_path):
+    hopper = experiments.EXPERIMENTS["beyond"].variants(experiments.BUDGETS["full"], tmp_path)
+    ant = experiments.EXPERIMENTS["beyond-ant"].variants(experiments.BUDGETS["full"], tmp_path)
+    assert ant.keys() == hopper.keys()
+    assert {config.total_steps for config in ant.values()} == {200_000}
+    assert {config.env for config in ant.values()} == {"Ant-v5"}
+    assert all(config.env_kwargs == experiments.ANT_OBS27 for config in ant.values())
+    assert ant["mbpo"].rollout_max_length == 25

@@ -145,6 +145,7 @@ def cuda_planning_rows() -> list[str]:
 EXPERIMENT_REFERENCES = {
     "pendulum": "paper: MBRL needs ~30× fewer env steps than PPO to reach 1000",
     "hopper": "paper: MBRL 200–300, Nagabandi 100, PPO > 1000 at 500k, random 16, zero 150",
+    "hopper-models": "paper: MBRL 200–300 (single network); experiment hopper: mlp H10 420 ± 64",
     "ant": "paper: MBRL near the zero-action policy; MBBL PETS-CEM 1,166 at 200k",
     "warmstart": "paper: expert 200–300, clone ~180; warm-started PPO ahead of vanilla early",
     "value-hopper": "issue #7 target: 3,000 at 100k env steps; paper: 200–300",

@@ -23,7 +23,8 @@ from dynaplan.errors import ConfigError
 from dynaplan.execution import Execution, RunConfig, RunTask, run_all, run_one
 
 ANT_OBS27 = {"include_cfrc_ext_in_observation": False}
-"""Ant-v5 without contact forces: the paper's 27-dim observation (as the ant preset)."""
+"""Ant-v5 without contact forces: the paper's 27-dim observation (as the ant preset); each
+config gets its own copy."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def _hopper(budget: Budget, out: Path) -> dict[str, RunConfig]:
 def _ant(budget: Budget, out: Path) -> dict[str, RunConfig]:
     variants: dict[str, RunConfig] = {"mbrl-mlp-H10": _mbrl("ant", budget)}
     for algo in ("sac", "zero", "random"):
-        variants[algo] = _baseline("Ant-v5", algo, 200_000, budget, env_kwargs=ANT_OBS27)
+        variants[algo] = _baseline("Ant-v5", algo, 200_000, budget, env_kwargs=dict(ANT_OBS27))
     return variants
 
 
@@ -133,7 +134,7 @@ def _beyond_ant(budget: Budget, out: Path) -> dict[str, RunConfig]:
     """The same comparison on Ant-v5 (the paper's 27-dim observation) at 200k env steps; MBPO
     with its Ant rollout schedule (length 1 growing to 25 over env steps 20k-100k)."""
     mbpo = MBPOConfig(
-        env="Ant-v5", env_kwargs=ANT_OBS27, rollout_max_length=25, rollout_grow_to=100_000
+        env="Ant-v5", env_kwargs=dict(ANT_OBS27), rollout_max_length=25, rollout_grow_to=100_000
     )
     return _beyond_variants("ant", 200_000, budget, mbpo)
 
@@ -149,7 +150,7 @@ def _beyond_variants(
         "mbrl-H10-value": _mbrl(preset, budget, value=value, **mbrl_steps),
         "mbrl-H10-value-policy": _mbrl(preset, budget, value=value, policy=policy, **mbrl_steps),
         "mbpo": _mbpo(dataclasses.replace(mbpo, total_steps=steps), budget),
-        "sac": _baseline(mbpo.env, "sac", steps, budget, env_kwargs=mbpo.env_kwargs),
+        "sac": _baseline(mbpo.env, "sac", steps, budget, env_kwargs=dict(mbpo.env_kwargs)),
     }
 
 

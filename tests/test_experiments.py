@@ -143,4 +143,5 @@ def test_beyond_ant_compares_the_same_variants_on_ant_at_200k(tmp_path):
     assert {config.total_steps for config in ant.values()} == {200_000}
     assert {config.env for config in ant.values()} == {"Ant-v5"}
     assert all(config.env_kwargs == experiments.ANT_OBS27 for config in ant.values())
+    assert ant["sac"].env_kwargs is not ant["mbpo"].env_kwargs  # no dict shared by two runs
     assert ant["mbpo"].rollout_max_length == 25

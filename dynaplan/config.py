@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dynaplan.errors import ConfigError
-from dynaplan.types import Precision, Propagation
+from dynaplan.types import Precision, Propagation, ValueKind
 
 MODEL_KINDS = ("mlp", "ensemble", "pets")
 PLANNER_NAMES = ("shooting", "cem", "mppi", "grad", "cem-grad")
@@ -124,7 +124,11 @@ class ValueConfig:
     """The terminal value ``γ^H V(ŝ_H)`` added to the planning objective (dynaplan.values)."""
 
     enabled: bool = False
-    """Learn V(s) by TD on the real transitions and plan with it."""
+    """Plan with a terminal value of the kind below."""
+    kind: ValueKind = ValueKind.CRITIC
+    """critic: V(s) learned by TD on the real transitions (the fields below); lqr: the LQR
+    cost-to-go of the model linearised at the task's equilibrium, refit after each model fit
+    (regulation tasks such as InvertedPendulum; uses only gamma)."""
     ensemble_size: int = 5
     """Critics in the ensemble."""
     hidden_size: int = 256
@@ -253,6 +257,11 @@ class TrainConfig:
             raise ConfigError(
                 "value.expansion imagines steps under the policy prior: it needs "
                 "--policy.enabled and value.td_steps 1 (and cannot be negative)"
+            )
+        if v.kind == ValueKind.LQR and (v.expansion or v.td_steps > 1):
+            raise ConfigError(
+                "value.expansion and value.td_steps shape a learned critic's TD targets; "
+                "value.kind lqr learns nothing: drop them or use value.kind critic"
             )
         if not (0 < v.gamma < 1 and 0 < v.tau <= 1 and v.lr > 0 and v.pessimism >= 0):
             raise ConfigError(

@@ -31,10 +31,11 @@ from dynaplan.config import TrainConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
 from dynaplan.evaluation import evaluate
+from dynaplan.lqr import LQRValue
 from dynaplan.models import FitResult, ModelTrainer
 from dynaplan.policy import PolicyAgent, PolicyTrainer
 from dynaplan.rundir import MetricsHook, RunDir
-from dynaplan.values import ModelExpansion, ValueTrainer
+from dynaplan.values import ModelExpansion, ValueEnsemble, ValueTrainer
 
 EVAL_SEED_OFFSET = 1_000_000
 """Evaluation episodes use seeds far from the training episodes'."""
@@ -150,7 +151,7 @@ def _run(
     )
     value_trainer = (
         ValueTrainer(critic, v.lr, v.gamma, v.tau, v.td_steps, v.td_lambda, expansion)
-        if critic is not None
+        if isinstance(critic, ValueEnsemble)
         else None
     )
     value_loss = math.nan
@@ -185,8 +186,9 @@ def _run(
         torch.set_rng_state(checkpoint["torch_rng"])
         first_iteration, trained = checkpoint["iteration"], checkpoint["trained"]
         fit = FitResult(*checkpoint["fit"])
-        if value_trainer is not None:
+        if critic is not None:
             critic.load_state_dict(checkpoint["value"])
+        if value_trainer is not None:
             value_trainer.load_state_dict(checkpoint["value_trainer"])
             value_loss = checkpoint["value_loss"]
         if policy_trainer is not None:
@@ -217,11 +219,11 @@ def _run(
                 "fit": [fit.train_loss, fit.val_loss, fit.epochs],
                 "wall_s": wall_offset + time.perf_counter() - started,
                 "env_steps": len(buffer),
+                **({} if critic is None else {"value": critic.state_dict()}),
                 **(
                     {}
                     if value_trainer is None
                     else {
-                        "value": critic.state_dict(),
                         "value_trainer": value_trainer.state_dict(),
                         "value_loss": value_loss,
                     }
@@ -277,6 +279,8 @@ def _run(
             )
             if value_trainer is not None:
                 value_loss = value_trainer.fit(buffer, rng, v.updates, v.batch_size)
+            if isinstance(critic, LQRValue):
+                critic.fit(model)
             if policy_trainer is not None:
                 policy_return = policy_trainer.fit(buffer, rng, pi.updates, pi.batch_size)
             save(iteration, model_trained=True)

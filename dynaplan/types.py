@@ -35,6 +35,15 @@ class Propagation(StrEnum):
     """Each particle keeps one member for the whole horizon."""
 
 
+class ValueKind(StrEnum):
+    """Which terminal value the planning objective adds (``ValueConfig.kind``)."""
+
+    CRITIC = "critic"
+    """An ensemble of critics learned by TD (``dynaplan.values``); any task."""
+    LQR = "lqr"
+    """The LQR cost-to-go of the linearised model (``dynaplan.lqr``); regulation tasks."""
+
+
 class Precision(StrEnum):
     """Arithmetic of the model's matrix products during planning (states stay fp32)."""
 

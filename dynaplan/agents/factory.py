@@ -12,10 +12,13 @@ from dynaplan.agents.mpc import MPCAgent
 from dynaplan.config import ModelConfig, TrainConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
+from dynaplan.lqr import LQRValue
 from dynaplan.models import DynamicsModel
 from dynaplan.planners import make_planner
 from dynaplan.policy import PolicyPrior
 from dynaplan.rundir import RunDir
+from dynaplan.tasks import Task
+from dynaplan.types import ValueKind
 from dynaplan.values import ValueEnsemble
 
 
@@ -53,10 +56,12 @@ def build_dynamics(kind: str, m: ModelConfig, obs_dim: int, act_dim: int) -> Dyn
 
 def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> MPCAgent:
     """An MPC agent with a fresh model, the task of ``config.env`` and the configured planner;
-    with ``value.enabled`` also a fresh :class:`ValueEnsemble` as its terminal value, with
+    with ``value.enabled`` also a fresh terminal value (``value.kind``), with
     ``policy.enabled`` a fresh :class:`PolicyPrior` proposing plans."""
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     model = build_model(config, obs_dim, act_dim).to(device)
+    task = tasks.get(config.env, env)
+    value = build_value(config, obs_dim, task).to(device) if config.value.enabled else None
     planner = make_planner(
         config.planner,
         env.action_space.low,
@@ -71,7 +76,7 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
     )
     return MPCAgent(
         model,
-        tasks.get(config.env, env),
+        task,
         planner,
         gamma=config.search.gamma,
         particles=config.search.particles,
@@ -80,14 +85,16 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
         compiled=config.search.compile,
         precision=config.search.precision,
         disagreement_penalty=config.search.disagreement_penalty,
-        terminal_value=build_value(config, obs_dim).to(device) if config.value.enabled else None,
+        terminal_value=value,
         policy=build_policy(config, env).to(device) if config.policy.enabled else None,
     )
 
 
-def build_value(config: TrainConfig, obs_dim: int) -> ValueEnsemble:
-    """The (untrained) critic ensemble that ``config.value`` describes."""
+def build_value(config: TrainConfig, obs_dim: int, task: Task) -> ValueEnsemble | LQRValue:
+    """The (unfitted) terminal value that ``config.value`` describes, for ``task``."""
     v = config.value
+    if v.kind == ValueKind.LQR:
+        return LQRValue(task, v.gamma)
     return ValueEnsemble(
         obs_dim, v.ensemble_size, v.hidden_size, v.num_layers, pessimism=v.pessimism
     )

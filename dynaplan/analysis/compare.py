@@ -118,9 +118,10 @@ def run_label(config: dict[str, Any]) -> str:
         return label + (f" from {Path(init).name}" if init else "")
     if "planner" in config:
         label = f"mbrl {config['planner']} {config.get('model', '?')} H{config.get('horizon', '?')}"
-        for part in ("value", "policy"):
-            label += f" + {part}" if config.get(part, {}).get("enabled") else ""
-        return label
+        value = config.get("value", {})
+        if value.get("enabled"):
+            label += " + lqr value" if value.get("kind") == "lqr" else " + value"
+        return label + (" + policy" if config.get("policy", {}).get("enabled") else "")
     return str(config.get("algo") or config.get("kind") or "run")
 
 

@@ -47,6 +47,12 @@ class Task:
         """
         return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
 
+    def equilibrium(self) -> tuple[Tensor, Tensor] | None:
+        """``(obs* [S], act* [A])`` that a regulation task holds the system at, around which
+        its reward is a concave quadratic (``dynaplan.lqr``); None (the default) for tasks
+        without one, such as locomotion."""
+        return None
+
     @classmethod
     def from_functions(
         cls,

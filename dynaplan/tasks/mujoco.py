@@ -135,6 +135,10 @@ class InvertedPendulumTask(Task):
     def true_reward(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
         return (~self.terminated(next_obs)).to(next_obs.dtype)
 
+    def equilibrium(self) -> tuple[Tensor, Tensor]:
+        """Pole upright and still, cart centred, no force."""
+        return torch.zeros(self.obs_dim), torch.zeros(1)
+
     def terminated(self, next_obs: Tensor) -> Tensor:
         finite = torch.isfinite(next_obs).all(dim=-1)
         return ~(finite & (next_obs[..., self.angle_index].abs() <= self.max_angle))

@@ -52,6 +52,8 @@ def test_labels_from_configs():
     assert run_label({"kind": "baseline", "algo": "zero", "preset": "default"}) == "zero"
     assert run_label({**MBRL, "label": "horizon=5,search.lr=0.1"}) == "horizon=5,search.lr=0.1"
     assert run_label({**MBRL, "value": {"enabled": True}}) == "mbrl grad mlp H10 + value"
+    lqr = {**MBRL, "value": {"enabled": True, "kind": "lqr"}, "policy": {"enabled": True}}
+    assert run_label(lqr) == "mbrl grad mlp H10 + lqr value + policy"
     assert run_label({**PPO, "init": "runs/clones/dagger"}) == "ppo from dagger"
 
 

@@ -316,6 +316,8 @@ def _describe(execution: Execution) -> str:
 
 
 def _evaluate(args: list[str]) -> None:
+    import torch
+
     from dynaplan.agents.baselines import is_baseline_run, load_baseline_agent
     from dynaplan.agents.factory import load_mpc_agent
     from dynaplan.agents.mbpo import is_mbpo_run, load_mbpo_agent
@@ -337,6 +339,8 @@ def _evaluate(args: list[str]) -> None:
                 "train with --policy.enabled"
             )
         agent = PolicyAgent(agent.policy)
+    if config.threads > 0:  # as in the run itself: small models act fastest on one thread
+        torch.set_num_threads(config.threads)
     env = make_env(config.env, **config.env_kwargs)
     result = evaluate(agent, env, command.episodes, command.seed)
     print(

@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from dynaplan.cli import main
 from tests.conftest import toy_config
@@ -66,8 +67,10 @@ def test_train_then_evaluate_then_refuse_overwrite(tmp_path, capsys):
     args += ["--search.num-candidates", "4", "--search.iterations", "3", "--out", str(run)]
     assert main(args) == 0
     assert "done: 300 env steps" in capsys.readouterr().out
+    torch.set_num_threads(2)
     assert main(["evaluate", str(run), "--episodes", "2"]) == 0
     assert "over 2 episodes" in capsys.readouterr().out
+    assert torch.get_num_threads() == 1  # the run's threads, not the machine's default
     assert main(args) == 2
     assert "already holds a run" in one_line_error(capsys)
 

@@ -96,13 +96,25 @@ def _baseline(env: str, algo: str, full_steps: int, budget: Budget, **kwargs) ->
 
 
 def _pendulum(budget: Budget, out: Path) -> dict[str, RunConfig]:
-    """Fig. 2–3 measure env steps to return 1000, so MBRL runs stop once they are there."""
+    """Fig. 2–3 measure env steps to return 1000, so MBRL runs stop once they are there.
+
+    ``mbrl-H1`` and ``mbrl-H10`` are the paper's method (no terminal value, 10 Adam steps per
+    plan); ``mbrl-lqr`` is the preset (H = 3, 3 Adam steps, the LQR terminal value)."""
     env, solved = "InvertedPendulum-v5", 1000.0
+    paper = dict(stop_at_return=solved, value=ValueConfig())
     return {
-        "mbrl-H1": _mbrl("pendulum", budget, horizon=1, stop_at_return=solved),
-        "mbrl-H10": _mbrl("pendulum", budget, horizon=10, stop_at_return=solved),
+        "mbrl-H1": _paper_pendulum(budget, horizon=1, **paper),
+        "mbrl-H10": _paper_pendulum(budget, horizon=10, **paper),
+        "mbrl-lqr": _mbrl("pendulum", budget, stop_at_return=solved),
         "ppo": _baseline(env, "ppo", 50_000, budget),
     }
+
+
+def _paper_pendulum(budget: Budget, **changes) -> TrainConfig:
+    config = _mbrl("pendulum", budget, **changes)
+    if not budget.small:
+        config.search = dataclasses.replace(config.search, iterations=10)
+    return config
 
 
 def _hopper(budget: Budget, out: Path) -> dict[str, RunConfig]:

@@ -82,7 +82,12 @@ def test_bad_names_are_config_errors(tmp_path, capsys):
 def test_pendulum_small_budget_end_to_end(tmp_path):
     result = experiments.run_experiment("pendulum", seeds=1, out=tmp_path, budget="small")
     labels = {s.label for s in result.comparison.summaries}
-    assert labels == {"mbrl grad mlp H1", "mbrl grad mlp H10", "ppo"}
+    assert labels == {
+        "mbrl grad mlp H1",
+        "mbrl grad mlp H10",
+        "mbrl grad mlp H3 + lqr value",
+        "ppo",
+    }
 
 
 def test_analysis_experiments_share_one_trained_expert(tmp_path):

@@ -98,8 +98,9 @@ def _baseline(env: str, algo: str, full_steps: int, budget: Budget, **kwargs) ->
 def _pendulum(budget: Budget, out: Path) -> dict[str, RunConfig]:
     """Fig. 2–3 measure env steps to return 1000, so MBRL runs stop once they are there.
 
-    ``mbrl-H1`` and ``mbrl-H10`` are the paper's method (no terminal value, 10 Adam steps per
-    plan); ``mbrl-lqr`` is the preset (H = 3, 3 Adam steps, the LQR terminal value)."""
+    ``mbrl-H1`` and ``mbrl-H10`` are the paper's method (no terminal value, a plan of 10 Adam
+    steps at every env step); ``mbrl-lqr`` is the preset (H = 3 with the LQR terminal value,
+    2 Adam steps, replanning every 2 env steps)."""
     env, solved = "InvertedPendulum-v5", 1000.0
     paper = dict(stop_at_return=solved, value=ValueConfig())
     return {
@@ -112,8 +113,8 @@ def _pendulum(budget: Budget, out: Path) -> dict[str, RunConfig]:
 
 def _paper_pendulum(budget: Budget, **changes) -> TrainConfig:
     config = _mbrl("pendulum", budget, **changes)
-    if not budget.small:
-        config.search = dataclasses.replace(config.search, iterations=10)
+    iterations = config.search.iterations if budget.small else 10
+    config.search = dataclasses.replace(config.search, iterations=iterations, replan_every=1)
     return config
 
 

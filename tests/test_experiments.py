@@ -70,6 +70,22 @@ def test_every_experiment_builds_valid_configs(tmp_path):
             experiments.load_preset(experiment.expert).validate()
 
 
+def test_the_pendulum_experiment_keeps_the_papers_mpc_beside_the_preset(tmp_path):
+    variants = experiments.EXPERIMENTS["pendulum"].variants(experiments.BUDGETS["full"], tmp_path)
+    for variant, horizon in (("mbrl-H1", 1), ("mbrl-H10", 10)):
+        paper = variants[variant]
+        assert (paper.horizon, paper.search.iterations, paper.search.replan_every) == (
+            horizon,
+            10,
+            1,
+        )
+        assert not paper.value.enabled
+    assert variants["mbrl-lqr"].to_dict() == {
+        **experiments.load_preset("pendulum").to_dict(),
+        "stop_at_return": 1000.0,
+    }
+
+
 def test_bad_names_are_config_errors(tmp_path, capsys):
     with pytest.raises(ConfigError, match="unknown experiment"):
         experiments.run_experiment("walker", 1, tmp_path)

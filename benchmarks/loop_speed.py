@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load = os.getloadavg()[0]  # other work on the machine slows every figure below
     results = []
     for preset in args.presets:
         row = measure(preset, args.iterations, args.compile, args.device)
@@ -99,6 +100,7 @@ def main() -> None:
     cuda = args.device == "cuda"
     summary = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 torch thread",
+        "load_average_before": round(load, 2),
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "torch": torch.__version__,
         "results": results,

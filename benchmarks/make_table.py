@@ -26,9 +26,13 @@ def rows() -> list[str]:
         steps = sorted(
             s["steps_to_threshold"] for s in pendulum["seeds"] if s["steps_to_threshold"]
         )
-        budget = pendulum["config"]["total_steps"]
+        config = pendulum["config"]
+        value = config.get("value", {})
+        value = f"{value.get('kind', 'critic')} terminal value" if value.get("enabled") else "none"
         out.append(
-            f"| InvertedPendulum-v5, gradient MPC, {len(pendulum['seeds'])} seeds, ≤ {budget:,} "
+            f"| InvertedPendulum-v5, gradient MPC (H = {config['horizon']}, "
+            f"{config['search']['iterations']} Adam steps, terminal value: {value}), "
+            f"{len(pendulum['seeds'])} seeds, ≤ {config['total_steps']:,} "
             f"env steps: seeds reaching return 1000 "
             f"| {pendulum['reached']} (at {', '.join(f'{x:,}' for x in steps)} steps); final "
             f"return {pendulum['final_return_mean']:.0f} ± {pendulum['final_return_std']:.0f} "
@@ -67,6 +71,12 @@ def rows() -> list[str]:
     return out + speed_rows() + experiment_rows()
 
 
+def _load_note(result: dict) -> str:
+    """How busy the machine was: a 1-minute load average at the start, where recorded."""
+    load = result.get("load_average_before")
+    return "shared with other runs" if load is None else f"1-min load average {load:g} at start"
+
+
 def speed_rows() -> list[str]:
     out = []
     planning = _load("planning_speed.json")
@@ -91,7 +101,7 @@ def speed_rows() -> list[str]:
         )
         out.append(
             f"| whole loop in a long run (eager), env steps per second | {cells} "
-            f"| issue #6 targets | {loop['machine']}, shared with other runs |"
+            f"| issue #6 targets | {loop['machine']}, {_load_note(loop)} |"
         )
     gpu_loop = _load("loop_speed_cuda.json")
     if gpu_loop:
@@ -144,6 +154,13 @@ def cuda_planning_rows() -> list[str]:
 
 EXPERIMENT_REFERENCES = {
     "pendulum": "paper: MBRL needs ~30× fewer env steps than PPO to reach 1000",
+    "pendulum-lqr": (
+        "experiment pendulum: PPO median 25,000 steps (10/10 seeds), the paper's MPC (H = 10) "
+        "3/10 within 3,000; paper: MBRL ~30× fewer env steps than PPO"
+    ),
+    "pendulum-lqr-replan2": (
+        "experiment pendulum: PPO median 25,000 steps (10/10 seeds); paper: ~30× fewer than PPO"
+    ),
     "hopper": "paper: MBRL 200–300, Nagabandi 100, PPO > 1000 at 500k, random 16, zero 150",
     "hopper-models": "paper: MBRL 200–300 (single network); experiment hopper: mlp H10 420 ± 64",
     "ant": "paper: MBRL near the zero-action policy; MBBL PETS-CEM 1,166 at 200k",

@@ -238,7 +238,11 @@ class TrainConfig:
         if not 0 < self.search.gamma <= 1:
             raise ConfigError(f"gamma must be in (0, 1], got {self.search.gamma}")
         if self.search.replan_every > self.horizon:
-            raise ConfigError("replan_every cannot exceed the horizon")
+            raise ConfigError(
+                f"search.replan_every ({self.search.replan_every}) cannot exceed the horizon "
+                f"({self.horizon}): lower it with --search.replan-every (the pendulum preset "
+                "replans every 2 steps, so its horizons start at 2)"
+            )
         if self.search.disagreement_penalty < 0:
             raise ConfigError("search.disagreement_penalty must be >= 0")
         if self.search.disagreement_penalty and (

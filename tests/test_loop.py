@@ -11,6 +11,7 @@ import torch
 
 from dynaplan import loop
 from dynaplan.buffer import ReplayBuffer
+from dynaplan.config import PlannerConfig
 from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.rundir import METRIC_COLUMNS, RunDir, read_metrics
 from dynaplan.types import Propagation
@@ -96,6 +97,7 @@ def test_resume_rejects_missing_and_corrupt_folders(tmp_path):
         (dict(horizon=0), "horizon must be positive"),
         (dict(total_steps=-5), "total_steps must be positive"),
         (dict(random_steps=500), "random_steps"),
+        (dict(search=PlannerConfig(replan_every=4)), r"lower it with --search\.replan-every"),
     ],
 )
 def test_bad_configs_are_refused(overrides, message, tmp_path):

@@ -5,7 +5,7 @@ from torch import Tensor, nn
 
 from dynaplan import tasks
 from dynaplan.agents.factory import load_mpc_agent
-from dynaplan.config import ModelConfig, PlannerConfig, TrainConfig, ValueConfig
+from dynaplan.config import PlannerConfig, TrainConfig, ValueConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
 from dynaplan.loop import train
@@ -13,6 +13,7 @@ from dynaplan.lqr import LQRValue
 from dynaplan.rundir import RunDir
 from dynaplan.tasks import Task
 from dynaplan.types import ValueKind
+from tests.conftest import toy_config
 
 # InvertedPendulum-v5 linearised upright (finite differences of MuJoCo, dt = 0.04)
 PENDULUM_A = [
@@ -88,15 +89,9 @@ def test_critic_only_settings_are_refused_with_lqr():
 
 @pytest.mark.filterwarnings("ignore:the LQR value's Riccati")  # the first tiny model may not
 def test_a_pendulum_run_fits_the_value_to_its_model_and_checkpoints_it(tmp_path):
-    config = TrainConfig(
+    config = toy_config(
         env="InvertedPendulum-v5",
-        horizon=3,
-        total_steps=400,
-        random_steps=200,
-        steps_per_iteration=100,
         eval_episodes=1,
-        progress=False,
-        dynamics=ModelConfig(hidden_size=32, num_layers=2, max_epochs=20),
         search=PlannerConfig(num_candidates=4, iterations=2),
         value=ValueConfig(enabled=True, kind=ValueKind.LQR),
     )

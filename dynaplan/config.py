@@ -240,8 +240,7 @@ class TrainConfig:
         if self.search.replan_every > self.horizon:
             raise ConfigError(
                 f"search.replan_every ({self.search.replan_every}) cannot exceed the horizon "
-                f"({self.horizon}): lower it with --search.replan-every (the pendulum preset "
-                "replans every 2 steps, so its horizons start at 2)"
+                f"({self.horizon}): lower it with --search.replan-every (a preset may set it)"
             )
         if self.search.disagreement_penalty < 0:
             raise ConfigError("search.disagreement_penalty must be >= 0")

@@ -15,7 +15,8 @@ and plans with ``V(s) = r*/(1 − γ) − ((s − s*)ᵀP(s − s*) − (s − s
 discounted return of staying near the equilibrium under the LQR feedback (the reward is
 counted on next states, hence the ``Q`` correction). ``r*/(1 − γ)`` keeps the value of staying
 alive above the zero of a predicted termination. Refit it (:meth:`LQRValue.fit`) after each
-model fit; it is a few microseconds of 64-bit linear algebra on ``S × S`` matrices.
+model fit: two Jacobians and the recursion in 64-bit on ``S × S`` matrices, about 10 ms for the
+pendulum on a CPU, once per fit and never while planning.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class LQRValue(nn.Module):
             )
         if not 0 < gamma < 1:
             raise ConfigError(f"the LQR value needs gamma in (0, 1), got {gamma}")
-        self.task, self.gamma = task, gamma
+        self.gamma = gamma
         self.max_iterations, self.tolerance = max_iterations, tolerance
         obs, act = (x.detach().double() for x in equilibrium)
         state_cost, action_cost, reward = _quadratic_reward(task, obs, act)

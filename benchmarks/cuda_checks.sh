@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU part of the speed issue as one script: the CUDA tests, planning speed on CUDA
-# (eager vs whole-plan CUDA graphs vs graphs + torch.compile, in fp32, TF32 and bf16), and
-# the Hopper loop on the GPU.
+# (eager vs whole-plan CUDA graphs vs graphs + torch.compile, in fp32, TF32 and bf16, and the
+# max-autotune compile experiment in bf16), and the Hopper loop on the GPU. At most about 13
+# minutes (the timeouts below).
 #
 #   bash benchmarks/cuda_checks.sh [COPY_RESULTS_TO]
 #
@@ -15,12 +16,13 @@ python=${PYTHON:-python3}
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     $python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-    timeout 90 $python -m pytest -q -p no:cacheprovider tests/planners/test_cuda_graph.py \
-        tests/planners/test_compiled_objective.py tests/test_loop.py -k "cuda or graph or precision"
+    timeout 150 $python -m pytest -q -p no:cacheprovider tests/planners/test_cuda_graph.py \
+        tests/planners/test_compiled_objective.py tests/test_loop.py \
+        -k "cuda or graph or precision or actions"
     rm -f benchmarks/results/planning_speed_cuda.json
-    timeout 220 $python benchmarks/planning_speed.py --device cuda --repeats 10 \
+    timeout 360 $python benchmarks/planning_speed.py --device cuda --repeats 10 \
         --modes eager graph graph-compiled graph-compiled-tf32 graph-compiled-bf16 \
-        --compile-only "PETS size" "grad 400"
+        graph-autotuned-bf16 --compile-only "PETS size" "grad 400"
     timeout 100 $python benchmarks/planning_speed.py --device cuda --repeats 10 \
         --only preset --modes graph-compiled
     timeout 140 $python benchmarks/loop_speed.py --device cuda --presets hopper

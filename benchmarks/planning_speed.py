@@ -11,9 +11,13 @@ Every case runs in each of ``--modes``:
 - ``graph``: the whole plan captured as one CUDA graph (``PlannerConfig.cuda_graph``; CUDA only);
 - ``graph-compiled``: both; ``graph-compiled-tf32`` / ``-bf16``: both, with TF32 matmuls or
   bf16 autocast (``PlannerConfig.precision``), whose effect on the predicted returns of 256
-  random sequences is reported as ``tf32_return_rel_err`` / ``bf16_return_rel_err``.
+  random sequences is reported as ``tf32_return_rel_err`` / ``bf16_return_rel_err``;
+- ``graph-autotuned-tf32`` / ``-bf16``: an experiment, not a dynaplan option: as
+  ``graph-compiled-*``, with the rollout compiled in torch's ``max-autotune-no-cudagraphs``
+  mode (Triton matmuls with the activation fused in, chosen by timing them).
 
-``speedup`` is eager / the fastest other mode, all from the same run. Compilation is slow, so
+``speedup`` is eager / the fastest other mode (the autotuned experiment aside), all from the
+same run. Compilation is slow, so
 ``--compile-only`` can restrict the compiled modes to some cases. The ensemble forward
 throughput is also measured against a plain ``baddbmm`` ensemble written here without project
 code. Writes ``benchmarks/results/planning_speed[_cuda].json``.
@@ -22,11 +26,13 @@ code. Writes ``benchmarks/results/planning_speed[_cuda].json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,7 @@ from dynaplan.config import load_preset
 from dynaplan.envs import make_env
 from dynaplan.models import DynamicsModel
 from dynaplan.planners import ModelObjective, PlannerBase, make_planner
+from dynaplan.planners import objective as planning_objective
 from dynaplan.tasks import Task
 from dynaplan.types import Precision, Propagation
 
@@ -117,6 +124,8 @@ MODES = (
     "graph-compiled",
     "graph-compiled-tf32",
     "graph-compiled-bf16",
+    "graph-autotuned-tf32",
+    "graph-autotuned-bf16",
 )
 
 
@@ -144,7 +153,7 @@ def objective_and_planner(
         particles=case.particles,
         propagation=case.propagation,
         generator=planner.generator,
-        compiled="compiled" in mode,
+        compiled="compiled" in mode or "autotuned" in mode,
         precision=precision_of(mode),
     )
     return objective, planner
@@ -154,16 +163,36 @@ def time_plans(case: Case, device: torch.device, mode: str, repeats: int) -> flo
     """Milliseconds per ``plan`` after warm-up plans (which include compilation and capture)."""
     torch._dynamo.reset()  # each case compiles afresh, never hitting the recompile limit
     objective, planner = objective_and_planner(case, device, mode)
-    for _ in range(3 if mode != "eager" else 1):
-        planner.plan(objective)
-    if mode.startswith("graph") and not planner.cuda_graph:
-        raise RuntimeError("the plan could not be captured (see the warning above)")
-    synchronize(device)
-    began = time.perf_counter()
-    for _ in range(repeats):
-        planner.plan(objective)
-    synchronize(device)
+    with compile_mode("max-autotune-no-cudagraphs" if "autotuned" in mode else None, device):
+        for _ in range(3 if mode != "eager" else 1):
+            planner.plan(objective)
+        if mode.startswith("graph") and not planner.cuda_graph:
+            raise RuntimeError("the plan could not be captured (see the warning above)")
+        synchronize(device)
+        began = time.perf_counter()
+        for _ in range(repeats):
+            planner.plan(objective)
+        synchronize(device)
     return 1000 * (time.perf_counter() - began) / repeats
+
+
+@contextlib.contextmanager
+def compile_mode(mode: str | None, device: torch.device) -> Iterator[None]:
+    """Inside the block the planning rollout compiles in torch.compile's ``mode`` (None: as
+    dynaplan does)."""
+    if mode is None:
+        yield
+        return
+    saved = planning_objective._COMPILED.pop(device.type, None)
+    planning_objective._COMPILED[device.type] = torch.compile(
+        planning_objective.rollout_returns, dynamic=False, mode=mode
+    )
+    try:
+        yield
+    finally:
+        planning_objective._COMPILED.pop(device.type)
+        if saved is not None:
+            planning_objective._COMPILED[device.type] = saved
 
 
 def return_error(case: Case, device: torch.device, precision: Precision) -> float:
@@ -272,7 +301,11 @@ def write(rows: list[dict], args: argparse.Namespace, device: torch.device, thro
             merged[row["case"]] = {**merged.get(row["case"], {}), **row}
         rows = list(merged.values())
     for row in rows:
-        others = [v for k, v in row.items() if k.endswith("_ms") and k != "eager_ms"]
+        others = [  # dynaplan's own modes: the autotuned experiment is reported apart
+            v
+            for k, v in row.items()
+            if k.endswith("_ms") and k != "eager_ms" and "autotuned" not in k
+        ]
         if "eager_ms" in row and others:
             row["speedup"] = round(row["eager_ms"] / min(others), 2)
     summary = {

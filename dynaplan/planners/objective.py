@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dynaplan.models import DynamicsModel
 from dynaplan.tasks import Task
@@ -88,7 +88,10 @@ class ModelObjective:
             self.generator,
             self.disagreement_penalty,
         )
-        with matmul_precision(self.precision, actions.device):
+        with (
+            matmul_precision(self.precision, actions.device),
+            frozen(self.model, self.terminal_value),
+        ):
             if self.compiled:
                 compiled = _compiled_rollout(actions.device)
                 if compiled is not None:
@@ -97,6 +100,31 @@ class ModelObjective:
                     except Exception as exc:  # inductor/dynamo errors have no common base class
                         _disable_compilation(actions.device, exc)
             return rollout_returns(*args).float()
+
+
+@contextlib.contextmanager
+def frozen(*modules: object) -> Iterator[None]:
+    """Inside the block, no parameter of ``modules`` (those that are modules) requires grad.
+
+    Planning differentiates only in the actions. Eager autograd skips the weight gradients
+    anyway, but a ``torch.compile``-d rollout's backward computes a gradient for every input
+    that requires one: frozen, its backward is half the matrix products (measured: the
+    compiled 40-candidate gradient plan on the CPU took 235-245 ms instead of 365-385).
+    """
+    params = [
+        p
+        for module in modules
+        if isinstance(module, nn.Module)
+        for p in module.parameters()
+        if p.requires_grad
+    ]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 @contextlib.contextmanager

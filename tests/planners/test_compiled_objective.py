@@ -34,6 +34,32 @@ def test_compiled_rollout_matches_eager_values_and_gradients():
     torch.testing.assert_close(fast_grad, eager_grad, **TOLERANCE)
 
 
+class RecordingValue(torch.nn.Module):
+    """A terminal value that records whether any weight required grad while it ran."""
+
+    def __init__(self, model: DynamicsModel) -> None:
+        super().__init__()
+        self.scale, self.model, self.seen = torch.nn.Parameter(torch.ones(())), model, []
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        weights = [self.scale, *self.model.parameters()]
+        self.seen.append(any(w.requires_grad for w in weights))
+        return self.scale * obs.sum(-1)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_planning_differentiates_only_in_the_actions(compiled):
+    torch.manual_seed(0)
+    model = DynamicsModel(2, 2, ensemble_size=2, hidden_size=16, num_layers=1).eval()
+    value = RecordingValue(model)
+    candidates = (torch.rand(4, 3, 2) * 2 - 1).requires_grad_(True)
+    objective = make_objective(compiled, model, torch.zeros(2), terminal_value=value)
+    objective(candidates).sum().backward()
+    assert value.seen and not any(value.seen)  # frozen while planning (compiled: while tracing)
+    assert candidates.grad is not None and torch.isfinite(candidates.grad).all()
+    assert all(w.requires_grad and w.grad is None for w in value.parameters())
+
+
 def test_a_failing_compilation_warns_once_and_plans_eagerly(monkeypatch):
     def broken(*args):
         raise RuntimeError("no C++ compiler")

@@ -77,6 +77,11 @@ def _load_note(result: dict) -> str:
     return "shared with other runs" if load is None else f"1-min load average {load:g} at start"
 
 
+def _last_plan_ms(result: dict) -> float:
+    """Planning ms per env step in a run's last iteration (rows before it record the mean)."""
+    return result.get("last_plan_ms_per_step", result["plan_ms_per_step"])
+
+
 def speed_rows() -> list[str]:
     out = []
     planning = _load("planning_speed.json")
@@ -95,13 +100,15 @@ def speed_rows() -> list[str]:
     loop = _load("loop_speed.json")
     if loop:
         cells = "; ".join(
-            f"{r['preset']}: {r['steady_env_steps_per_s']:.1f} env steps/s (target "
-            f"{r['target_env_steps_per_s']:g}; plan {r['plan_ms_per_step']:.0f} ms/step)"
+            f"{r['preset']}{' (compiled rollout)' if r['compiled'] else ''}: "
+            f"{r['steady_env_steps_per_s']:.1f} env steps/s (target "
+            f"{r['target_env_steps_per_s']:g}; plan {_last_plan_ms(r):.0f} ms/step; "
+            f"{_load_note(r)})"
             for r in loop["results"]
         )
         out.append(
-            f"| whole loop in a long run (eager), env steps per second | {cells} "
-            f"| issue #6 targets | {loop['machine']}, {_load_note(loop)} |"
+            f"| whole loop in a long run, env steps per second | {cells} "
+            f"| issue #6 targets | {loop['machine']} |"
         )
     gpu_loop = _load("loop_speed_cuda.json")
     if gpu_loop:

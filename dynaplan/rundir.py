@@ -97,12 +97,9 @@ class RunDir:
 
     def append_metrics(self, row: dict[str, float]) -> None:
         if self.metrics.exists() and self._metrics_header() != list(METRIC_COLUMNS):
-            # a run begun by an older version: rewrite its rows under today's columns
-            # (the new ones empty) so the file stays one table
-            rows = self.read_metrics()
-            self.metrics.unlink()
-            for old_row in rows:
-                self.append_metrics(old_row)
+            # a run begun by an older version: its rows under today's columns (the new ones
+            # empty), so the file stays one table
+            self._rewrite_metrics(self._metric_cells())
         new = not self.metrics.exists()
         with open(self.metrics, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
@@ -114,15 +111,31 @@ class RunDir:
         with open(self.metrics, newline="") as f:
             return next(csv.reader(f), [])
 
+    def _metric_cells(self) -> list[dict[str, str]]:
+        """The rows of ``metrics.csv`` as written (text cells)."""
+        if not self.metrics.exists():
+            return []
+        with open(self.metrics, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _rewrite_metrics(self, rows: list[dict[str, str]]) -> None:
+        """Replace ``metrics.csv`` by ``rows`` under today's columns, atomically: a kill
+        meanwhile leaves the old file, never a partial one."""
+        tmp = self.metrics.with_name(self.metrics.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.metrics)
+
     def read_metrics(self) -> list[dict[str, float]]:
         return read_metrics(self.metrics)
 
     def keep_metrics_up_to(self, iteration: int) -> None:
         """Drop rows after ``iteration`` (written after the checkpoint of a killed run)."""
-        rows = [r for r in self.read_metrics() if r["iteration"] <= iteration]
-        self.metrics.unlink(missing_ok=True)
-        for row in rows:
-            self.append_metrics(row)
+        if self.metrics.exists():
+            cells = self._metric_cells()
+            self._rewrite_metrics([r for r in cells if float(r["iteration"]) <= iteration])
 
 
 def open_for_resume(

@@ -192,3 +192,15 @@ def test_metrics_of_a_run_begun_by_an_older_version_gain_the_new_columns(tmp_pat
     assert list(rows[0]) == list(METRIC_COLUMNS)
     assert rows[0]["env_steps"] == 1.0 and np.isnan(rows[0]["policy_return"])
     assert rows[1]["policy_return"] == 2.0
+    old_line = run.metrics.read_text().splitlines()[1].split(",")  # cells kept as written
+    assert set(old_line) == {"1", ""}
+
+
+def test_dropping_metrics_after_a_checkpoint_keeps_the_earlier_rows_as_written(tmp_path):
+    run = RunDir(tmp_path)
+    for iteration in (1, 2, 3):
+        run.append_metrics({"iteration": iteration, "env_steps": 100 * iteration})
+    before = run.metrics.read_text().splitlines()
+    run.keep_metrics_up_to(2)
+    assert run.metrics.read_text().splitlines() == before[:3]
+    assert not run.metrics.with_name("metrics.csv.tmp").exists()

@@ -174,6 +174,9 @@ class PolicyConfig:
     """Share of the planner's candidates drawn around the policy's plan."""
     noise: float = 0.1
     """Std of those draws in normalised action units."""
+    collect: bool = False
+    """Collect data by acting with the prior instead of planning (model-based policy learning);
+    evaluations still report both the planner and the prior."""
 
 
 @dataclass
@@ -274,6 +277,8 @@ class TrainConfig:
         pi = self.policy
         if min(pi.hidden_size, pi.num_layers, pi.batch_size, pi.updates, pi.horizon or 1) <= 0:
             raise ConfigError("policy sizes, horizon, batch_size and updates must be positive")
+        if pi.collect and not pi.enabled:
+            raise ConfigError("policy.collect acts with the policy prior: add --policy.enabled")
         if not (0 < pi.gamma <= 1 and pi.lr > 0 and 0 <= pi.share <= 1 and pi.noise >= 0):
             raise ConfigError(
                 "need policy.gamma in (0, 1], policy.lr > 0, policy.share in [0, 1], "

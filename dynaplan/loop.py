@@ -6,6 +6,9 @@
         collect transitions with MPC (optionally noisy), add them to D
         evaluate MPC without noise on separate episodes
 
+With ``policy.collect`` the policy prior collects instead of MPC (model-based policy learning);
+the evaluations report both.
+
 Every transition is journaled as it is collected and a checkpoint is written after
 each training round and each iteration, so ``resume`` after a kill loses nothing.
 """
@@ -261,6 +264,14 @@ def _run(
     num_iterations = math.ceil(
         (config.total_steps - config.random_steps) / config.steps_per_iteration
     )
+    actor = PolicyAgent(agent.policy) if pi.collect else agent
+
+    def noisy_action(obs: np.ndarray) -> np.ndarray:
+        action = actor.act(obs)
+        if config.exploration_noise > 0:
+            action = action + config.exploration_noise * half_range * rng.normal(size=act_dim)
+        return action
+
     for iteration in range(first_iteration, num_iterations + 1):
         fit_started = time.perf_counter()
         if not trained:
@@ -292,13 +303,7 @@ def _run(
         steps_before, seconds_before = len(buffer), agent.plan_seconds
         finished_before = len(collector.finished_returns)
 
-        def noisy_mpc(obs: np.ndarray) -> np.ndarray:
-            action = agent.act(obs)
-            if config.exploration_noise > 0:
-                action = action + config.exploration_noise * half_range * rng.normal(size=act_dim)
-            return action
-
-        collector.run(noisy_mpc, target, agent.reset, on_step=show)
+        collector.run(noisy_action, target, actor.reset, on_step=show)
         collected = len(buffer) - steps_before  # 0 when a resumed run had them all
         plan_ms = (
             1000 * (agent.plan_seconds - seconds_before) / collected if collected else math.nan

@@ -8,7 +8,7 @@ from dynaplan.buffer import ReplayBuffer
 from dynaplan.cli import main
 from dynaplan.envs import POINT_MASS_ID, make_env
 from dynaplan.models import DynamicsModel, ModelTrainer
-from dynaplan.policy import PolicyPrior, PolicyTrainer, propose
+from dynaplan.policy import PolicyAgent, PolicyPrior, PolicyTrainer, propose
 from tests.conftest import toy_config
 
 LOW, HIGH = np.array([-1.0, -0.5]), np.array([1.0, 0.5])
@@ -82,8 +82,25 @@ def test_evaluate_no_plan_without_a_prior_says_how_to_get_one(tmp_path, capsys):
     assert "--policy.enabled" in capsys.readouterr().err
 
 
+def test_the_prior_can_collect_the_data_instead_of_the_planner(tmp_path):
+    config = toy_config(total_steps=500)
+    config.policy.enabled = config.policy.collect = True
+    run = tmp_path / "run"
+    rows = loop.train(config, run).metrics
+    assert all(row["plan_ms_per_step"] == 0.0 for row in rows)  # no plan while collecting
+    agent, _ = load_mpc_agent(run)
+    prior = PolicyAgent(agent.policy)
+    buffer = ReplayBuffer.from_journal(run / "transitions.bin", 2, 2)
+    last = buffer.batch(np.arange(len(buffer) - 50, len(buffer)), "cpu")
+    # the last iteration's actions are the prior's: it was not retrained after collecting them
+    expected = np.stack([prior.act(obs) for obs in last.obs.numpy()])
+    np.testing.assert_allclose(last.action.numpy(), expected, atol=1e-5)
+    assert np.isfinite(rows[-1]["eval_return_mean"]) and np.isfinite(rows[-1]["policy_eval_return"])
+
+
 @pytest.mark.parametrize(
-    "field,value", [("policy.updates", 0), ("policy.share", 1.5), ("policy.lr", 0.0)]
+    "field,value",
+    [("policy.updates", 0), ("policy.share", 1.5), ("policy.lr", 0.0), ("policy.collect", True)],
 )
 def test_bad_policy_settings_are_config_errors(field, value):
     from dynaplan.config import TrainConfig

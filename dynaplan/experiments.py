@@ -77,7 +77,10 @@ def _mbrl(preset: str, budget: Budget, **changes) -> TrainConfig:
         config.total_steps, config.random_steps = budget.mbrl_steps, budget.mbrl_steps // 2
         config.steps_per_iteration = budget.mbrl_steps // 4
         config.eval_episodes = budget.eval_episodes
-        config.search = dataclasses.replace(config.search, num_candidates=4, iterations=2)
+        # eager: a one-off compile would take longer than the whole small run
+        config.search = dataclasses.replace(
+            config.search, num_candidates=4, iterations=2, compile=False
+        )
         config.dynamics = dataclasses.replace(config.dynamics, max_epochs=5)
     return config
 

@@ -6,6 +6,7 @@ from dynaplan import experiments
 from dynaplan.agents.baselines import BaselineConfig
 from dynaplan.analysis.planners import MATCHED
 from dynaplan.cli import main
+from dynaplan.config import TrainConfig
 from dynaplan.envs import POINT_MASS_ID
 from dynaplan.errors import ConfigError
 from dynaplan.execution import Execution, run_one
@@ -68,6 +69,14 @@ def test_every_experiment_builds_valid_configs(tmp_path):
         assert small or experiment.analysis, name
         if experiment.expert is not None:
             experiments.load_preset(experiment.expert).validate()
+
+
+def test_long_locomotion_runs_compile_their_rollout_and_small_budgets_stay_eager(tmp_path):
+    for name in ("hopper", "beyond", "beyond-ant"):
+        for budget, compiled in (("full", True), ("small", False)):
+            variants = experiments.EXPERIMENTS[name].variants(experiments.BUDGETS[budget], tmp_path)
+            mbrl = [c for c in variants.values() if isinstance(c, TrainConfig)]
+            assert mbrl and all(c.search.compile == compiled for c in mbrl), (name, budget)
 
 
 def test_the_pendulum_experiment_keeps_the_papers_mpc_beside_the_preset(tmp_path):

@@ -142,7 +142,8 @@ def _ant(budget: Budget, out: Path) -> dict[str, RunConfig]:
 
 def _beyond(budget: Budget, out: Path) -> dict[str, RunConfig]:
     """Issue #7's comparison on Hopper-v5 at 100k env steps: the paper's plain gradient MPC,
-    + terminal value, + value and policy prior, MBPO and SAC, on the same budget."""
+    + terminal value, + value and policy prior (collecting by MPC, or by the prior itself),
+    MBPO and SAC, on the same budget."""
     return _beyond_variants("hopper", 100_000, budget, MBPOConfig(env="Hopper-v5"))
 
 
@@ -165,6 +166,13 @@ def _beyond_variants(
         "mbrl-H10": _mbrl(preset, budget, **mbrl_steps),
         "mbrl-H10-value": _mbrl(preset, budget, value=value, **mbrl_steps),
         "mbrl-H10-value-policy": _mbrl(preset, budget, value=value, policy=policy, **mbrl_steps),
+        "mbrl-H10-value-policy-collect": _mbrl(
+            preset,
+            budget,
+            value=value,
+            policy=dataclasses.replace(policy, collect=True),
+            **mbrl_steps,
+        ),
         "mbpo": _mbpo(dataclasses.replace(mbpo, total_steps=steps), budget),
         "sac": _baseline(mbpo.env, "sac", steps, budget, env_kwargs=dict(mbpo.env_kwargs)),
     }

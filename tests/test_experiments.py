@@ -161,7 +161,17 @@ def test_beyond_small_budget_runs_mpc_value_policy_mbpo_and_sac_side_by_side(tmp
     result = experiments.run_experiment("beyond", seeds=1, out=tmp_path, budget="small")
     labels = {s.label for s in result.comparison.summaries}
     mpc = "mbrl grad mlp H10"
-    assert labels == {mpc, f"{mpc} + value", f"{mpc} + value + policy", "mbpo", "sac"}
+    prior = f"{mpc} + value + policy"
+    assert labels == {
+        mpc,
+        f"{mpc} + value",
+        prior,
+        f"{prior}: prior alone",
+        f"{prior} (collects)",
+        f"{prior} (collects): prior alone",
+        "mbpo",
+        "sac",
+    }
     full = experiments.EXPERIMENTS["beyond"].variants(experiments.BUDGETS["full"], tmp_path)
     assert {config.total_steps for config in full.values()} == {100_000}  # the same budget
 

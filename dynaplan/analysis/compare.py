@@ -3,8 +3,10 @@ env steps to reach a return threshold.
 
 Runs are grouped by the ``label`` in their ``config.json`` or one derived from it
 (``mbrl grad mlp H10``, ``ppo``, ``ppo zoo``, ``zero``, ...); each run of a group counts as
-one seed. Confidence intervals are percentile bootstraps of the mean over seeds (2000
-resamples, fixed seed), so the same runs always give the same figures.
+one seed. A run with a policy prior also counts in a group ``LABEL: prior alone``, from its
+evaluations of the prior acting without planning. Confidence intervals are percentile
+bootstraps of the mean over seeds (2000 resamples, fixed seed), so the same runs always give
+the same figures.
 """
 
 from __future__ import annotations
@@ -121,7 +123,10 @@ def run_label(config: dict[str, Any]) -> str:
         value = config.get("value", {})
         if value.get("enabled"):
             label += " + lqr value" if value.get("kind") == "lqr" else " + value"
-        return label + (" + policy" if config.get("policy", {}).get("enabled") else "")
+        policy = config.get("policy", {})
+        if policy.get("enabled"):
+            label += " + policy" + (" (collects)" if policy.get("collect") else "")
+        return label
     return str(config.get("algo") or config.get("kind") or "run")
 
 
@@ -158,16 +163,17 @@ def load_runs(patterns: Sequence[str]) -> tuple[list[Run], list[str]]:
         if not rows:
             skipped.append(f"{path}: no evaluations yet")
             continue
+        label, env, seed = run_label(config), str(config.get("env", "?")), config.get("seed", -1)
+        steps = np.array([r["env_steps"] for r in rows])
         runs.append(
-            Run(
-                path=path,
-                label=run_label(config),
-                env=str(config.get("env", "?")),
-                seed=int(config.get("seed", -1)),
-                steps=np.array([r["env_steps"] for r in rows]),
-                returns=np.array([r["eval_return_mean"] for r in rows]),
-            )
+            Run(path, label, env, int(seed), steps, np.array([r["eval_return_mean"] for r in rows]))
         )
+        prior = np.array([r.get("policy_eval_return", math.nan) for r in rows])
+        if np.isfinite(prior).any():  # a policy prior's own evaluations: a group of their own
+            known = np.isfinite(prior)
+            runs.append(
+                Run(path, f"{label}: prior alone", env, int(seed), steps[known], prior[known])
+            )
     if not runs:
         raise ConfigError(
             f"no run folders with evaluations match {' '.join(patterns) or '(nothing given)'}; "

@@ -55,6 +55,23 @@ def test_labels_from_configs():
     lqr = {**MBRL, "value": {"enabled": True, "kind": "lqr"}, "policy": {"enabled": True}}
     assert run_label(lqr) == "mbrl grad mlp H10 + lqr value + policy"
     assert run_label({**PPO, "init": "runs/clones/dagger"}) == "ppo from dagger"
+    collects = {**MBRL, "policy": {"enabled": True, "collect": True}}
+    assert run_label(collects) == "mbrl grad mlp H10 + policy (collects)"
+
+
+def test_a_policy_priors_own_evaluations_form_a_group_of_their_own(tmp_path):
+    run = RunDir.create(tmp_path / "run")
+    run.config.write_text(json.dumps({**MBRL, "policy": {"enabled": True}, "seed": 3}))
+    for k, prior in enumerate([math.nan, 50.0, 70.0]):
+        row = {"iteration": k + 1, "env_steps": 100 * (k + 1), "eval_return_mean": 10.0 * k}
+        run.append_metrics({**row, "policy_eval_return": prior, "wall_s": 1.0})
+    runs, _ = load_runs([str(tmp_path / "run")])
+    groups = group_runs(runs)
+    assert set(groups) == {"mbrl grad mlp H10 + policy", "mbrl grad mlp H10 + policy: prior alone"}
+    prior = groups["mbrl grad mlp H10 + policy: prior alone"][0]
+    np.testing.assert_array_equal(prior.steps, [200, 300])
+    np.testing.assert_array_equal(prior.returns, [50.0, 70.0])
+    assert prior.seed == 3
 
 
 def test_band_is_on_the_common_grid_and_contains_the_mean():

@@ -113,8 +113,6 @@ class RunDir:
 
     def _metric_cells(self) -> list[dict[str, str]]:
         """The rows of ``metrics.csv`` as written (text cells)."""
-        if not self.metrics.exists():
-            return []
         with open(self.metrics, newline="") as f:
             return list(csv.DictReader(f))
 
@@ -134,8 +132,8 @@ class RunDir:
     def keep_metrics_up_to(self, iteration: int) -> None:
         """Drop rows after ``iteration`` (written after the checkpoint of a killed run)."""
         if self.metrics.exists():
-            cells = self._metric_cells()
-            self._rewrite_metrics([r for r in cells if float(r["iteration"]) <= iteration])
+            kept = [r for r in self._metric_cells() if float(r["iteration"]) <= iteration]
+            self._rewrite_metrics(kept)
 
 
 def open_for_resume(

@@ -106,9 +106,10 @@ def speed_rows() -> list[str]:
             f"{_load_note(r)})"
             for r in loop["results"]
         )
+        note = f"; {loop['note']}" if "note" in loop else ""
         out.append(
             f"| whole loop in a long run, env steps per second | {cells} "
-            f"| issue #6 targets | {loop['machine']} |"
+            f"| issue #6 targets | {loop['machine']}{note} |"
         )
     gpu_loop = _load("loop_speed_cuda.json")
     if gpu_loop:
@@ -180,6 +181,10 @@ EXPERIMENT_REFERENCES = {
     "warmstart": "paper: expert 200–300, clone ~180; warm-started PPO ahead of vanilla early",
     "value-hopper": "issue #7 target: 3,000 at 100k env steps; paper: 200–300",
     "penalty-hopper": "issue #7: penalise ensemble disagreement, configurable and measured",
+    "hopper-long": (
+        "issue #7 target: 3,000 at 100k (3 seeds); MBPO ≈ 3,000 at 70–100k; SB3 SAC ≈ 3,000 "
+        "only after 1M; paper 200–300"
+    ),
     "beyond-hopper-first-look": (
         "issue #7 target: 3,000 at 100k; MBPO ≈ 3,000 at 70–100k; paper 200–300"
     ),

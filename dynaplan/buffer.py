@@ -72,6 +72,11 @@ class ReplayBuffer:
     def num_episodes(self) -> int:
         return len(np.unique(self.episode))
 
+    def episode_starts(self) -> np.ndarray:
+        """Indices ``[E]`` of each episode's first transition (its ``obs`` is a reset state)."""
+        episode = self.episode
+        return np.flatnonzero(np.r_[len(episode) > 0, episode[1:] != episode[:-1]])
+
     def add(
         self,
         obs: np.ndarray,

@@ -177,6 +177,11 @@ class PolicyConfig:
     collect: bool = False
     """Collect data by acting with the prior instead of planning (model-based policy learning);
     evaluations still report both the planner and the prior."""
+    check_horizon: int = 0
+    """Model-rollout steps, from the buffer's reset states and without the value, that check
+    each refit: one that lowers this return by more than check_tolerance is undone (0: off)."""
+    check_tolerance: float = 0.05
+    """Share of the previous check return a refit may lose and still be kept."""
 
 
 @dataclass
@@ -277,6 +282,8 @@ class TrainConfig:
         pi = self.policy
         if min(pi.hidden_size, pi.num_layers, pi.batch_size, pi.updates, pi.horizon or 1) <= 0:
             raise ConfigError("policy sizes, horizon, batch_size and updates must be positive")
+        if pi.check_horizon < 0 or pi.check_tolerance < 0:
+            raise ConfigError("policy.check_horizon and policy.check_tolerance cannot be negative")
         if pi.collect and not pi.enabled:
             raise ConfigError("policy.collect acts with the policy prior: add --policy.enabled")
         if not (0 < pi.gamma <= 1 and pi.lr > 0 and 0 <= pi.share <= 1 and pi.noise >= 0):

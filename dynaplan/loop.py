@@ -36,7 +36,7 @@ from dynaplan.errors import ConfigError
 from dynaplan.evaluation import evaluate
 from dynaplan.lqr import LQRValue
 from dynaplan.models import FitResult, ModelTrainer
-from dynaplan.policy import PolicyAgent, PolicyTrainer
+from dynaplan.policy import PolicyAgent, PolicyFit, PolicyTrainer
 from dynaplan.rundir import MetricsHook, RunDir
 from dynaplan.values import ModelExpansion, ValueEnsemble, ValueTrainer
 
@@ -168,11 +168,13 @@ def _run(
             pi.gamma,
             pi.lr,
             terminal_value=critic,
+            check_horizon=pi.check_horizon,
+            check_tolerance=pi.check_tolerance,
         )
         if agent.policy is not None
         else None
     )
-    policy_return = math.nan
+    policy_fit = PolicyFit(math.nan, kept_previous=False)
     first_iteration, trained, fit = 1, False, FitResult(math.nan, math.nan, 0)
     wall_offset = 0.0
     if run.journal.exists():
@@ -197,7 +199,9 @@ def _run(
         if policy_trainer is not None:
             agent.policy.load_state_dict(checkpoint["policy"])
             policy_trainer.load_state_dict(checkpoint["policy_trainer"])
-            policy_return = checkpoint["policy_return"]
+            policy_fit = PolicyFit(
+                checkpoint["policy_return"], checkpoint.get("policy_kept_previous", False)
+            )
         wall_offset = checkpoint["wall_s"]
         run.keep_metrics_up_to(first_iteration - 1)
     metrics = run.read_metrics()
@@ -237,7 +241,8 @@ def _run(
                     else {
                         "policy": agent.policy.state_dict(),
                         "policy_trainer": policy_trainer.state_dict(),
-                        "policy_return": policy_return,
+                        "policy_return": policy_fit.imagined_return,
+                        "policy_kept_previous": policy_fit.kept_previous,
                     }
                 ),
             }
@@ -293,7 +298,7 @@ def _run(
             if isinstance(critic, LQRValue):
                 critic.fit(model)
             if policy_trainer is not None:
-                policy_return = policy_trainer.fit(buffer, rng, pi.updates, pi.batch_size)
+                policy_fit = policy_trainer.fit(buffer, rng, pi.updates, pi.batch_size)
             save(iteration, model_trained=True)
         fit_seconds = time.perf_counter() - fit_started
         trained = False
@@ -334,7 +339,10 @@ def _run(
             "model_train_loss": fit.train_loss,
             "model_val_loss": fit.val_loss,
             "value_loss": value_loss,
-            "policy_return": policy_return,
+            "policy_return": policy_fit.imagined_return,
+            "policy_kept_previous": (
+                math.nan if policy_trainer is None else float(policy_fit.kept_previous)
+            ),
             "policy_eval_return": policy_eval,
             "plan_ms_per_step": plan_ms,
             "model_fit_s": fit_seconds,

@@ -7,11 +7,20 @@ so the gradient flows through every predicted step into the policy's weights (as
 and Dreamer's analytic gradients). It serves twice: its rollout through the model seeds a
 share of every planner's candidates (``propose``), and it can act alone without planning,
 the cheap path on slow machines.
+
+A short horizon that ends in a learned value can be exploited: on Hopper a refit now and then
+learns to lean from the reset pose towards the edge of the healthy range, where the critic
+is too optimistic, and falls a few steps past the horizon. The optional start-state check
+(``check_horizon``) catches this in the model itself: it rolls the old and the new policy
+out for a long horizon from the buffer's reset states, without the value, and undoes a refit
+that lowers that return.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -72,10 +81,23 @@ def propose(model: DynamicsModel, policy: PolicyPrior, obs: Tensor, horizon: int
     return torch.cat(actions)
 
 
+@dataclass
+class PolicyFit:
+    """What one ``PolicyTrainer.fit`` did."""
+
+    imagined_return: float
+    """Mean imagined return of the last 100 batches."""
+    kept_previous: bool
+    """The start-state check undid the refit: the policy is the one from before the call."""
+
+
 class PolicyTrainer:
     """Adam on the policy's imagined ``H``-step return from real start states.
 
-    Only the policy's weights get gradients; the model and the value are held fixed.
+    Only the policy's weights get gradients; the model and the value are held fixed. With
+    ``check_horizon > 0`` a refit is undone (weights and optimizer state) when it lowers the
+    policy's ``check_horizon``-step model return from the buffer's reset states, without the
+    value, by more than ``check_tolerance`` of the previous return.
     """
 
     def __init__(
@@ -88,14 +110,22 @@ class PolicyTrainer:
         lr: float = 3e-4,
         terminal_value: TerminalValue | None = None,
         max_grad_norm: float = 10.0,
+        check_horizon: int = 0,
+        check_tolerance: float = 0.05,
     ) -> None:
         if horizon <= 0 or lr <= 0 or not 0 < gamma <= 1:
             raise ConfigError(
                 f"need horizon > 0, lr > 0, gamma in (0, 1]; got {horizon}, {lr}, {gamma}"
             )
+        if check_horizon < 0 or check_tolerance < 0:
+            raise ConfigError(
+                "policy check_horizon and check_tolerance cannot be negative; "
+                f"got {check_horizon}, {check_tolerance}"
+            )
         self.policy, self.model, self.task = policy, model, task
         self.horizon, self.gamma, self.terminal_value = horizon, gamma, terminal_value
         self.max_grad_norm = max_grad_norm
+        self.check_horizon, self.check_tolerance = check_horizon, check_tolerance
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
 
     def imagined_returns(self, starts: Tensor) -> Tensor:
@@ -110,12 +140,42 @@ class PolicyTrainer:
             terminal_value=self.terminal_value,
         )
 
+    def start_state_return(self, starts: Tensor) -> float:
+        """Mean undiscounted ``check_horizon``-step model return from ``starts [N, S]``, no V."""
+        with torch.no_grad():
+            returns = discounted_returns(
+                self.model,
+                self.task,
+                starts,
+                lambda t, obs: self.policy(obs),
+                self.check_horizon,
+                gamma=1.0,
+            )
+        return returns.mean().item()
+
     def fit(
         self, buffer: ReplayBuffer, rng: np.random.Generator, updates: int, batch_size: int = 256
-    ) -> float:
-        """``updates`` ascent steps; returns the mean imagined return of the last 100 batches."""
+    ) -> PolicyFit:
+        """``updates`` ascent steps, then the start-state check (when ``check_horizon > 0``)."""
         if len(buffer) == 0:
             raise ConfigError("cannot train a policy prior on an empty buffer")
+        device = self.policy.mid.device
+        if self.check_horizon:
+            starts = buffer.batch(buffer.episode_starts(), device).obs
+            previous = copy.deepcopy((self.policy.state_dict(), self.optimizer.state_dict()))
+            previous_return = self.start_state_return(starts)
+        imagined_return = self._ascend(buffer, rng, updates, batch_size)
+        if self.check_horizon:
+            floor = previous_return - self.check_tolerance * abs(previous_return)
+            if self.start_state_return(starts) < floor:
+                self.policy.load_state_dict(previous[0])
+                self.optimizer.load_state_dict(previous[1])
+                return PolicyFit(imagined_return, kept_previous=True)
+        return PolicyFit(imagined_return, kept_previous=False)
+
+    def _ascend(
+        self, buffer: ReplayBuffer, rng: np.random.Generator, updates: int, batch_size: int
+    ) -> float:
         device = self.policy.mid.device
         observations = buffer.batch(np.arange(len(buffer)), device).obs
         self.policy.obs_norm.fit(observations)

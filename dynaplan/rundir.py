@@ -32,6 +32,7 @@ METRIC_COLUMNS = (
     "model_val_loss",
     "value_loss",
     "policy_return",
+    "policy_kept_previous",
     "policy_eval_return",
     "plan_ms_per_step",
     "model_fit_s",

@@ -31,6 +31,12 @@ def test_grows_past_its_initial_capacity_and_keeps_rows():
     assert buffer.num_episodes == 6
 
 
+def test_episode_starts_are_the_first_row_of_each_episode():
+    buffer = filled(num_episodes=4, length=5)
+    np.testing.assert_array_equal(buffer.episode_starts(), [0, 5, 10, 15])
+    assert ReplayBuffer(obs_dim=3, act_dim=2).episode_starts().size == 0
+
+
 def test_npz_round_trip_is_exact(tmp_path):
     buffer = filled()
     buffer.save(tmp_path / "b.npz")

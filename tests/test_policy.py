@@ -61,12 +61,41 @@ def test_training_through_the_model_raises_the_imagined_return_and_only_moves_th
     assert plan.shape == (4, 2) and plan.abs().max() <= 1.0
 
 
+def misleading_value(obs: torch.Tensor) -> torch.Tensor:
+    """A critic that is badly wrong: it pays for being far from the point mass's goal."""
+    return 100.0 * obs.norm(dim=-1)
+
+
+@pytest.mark.parametrize("value", [None, misleading_value], ids=["honest", "misleading-value"])
+def test_the_start_state_check_undoes_only_a_refit_that_does_worse_in_the_model(value):
+    model, buffer = point_mass_model_and_data()
+    torch.manual_seed(0)
+    policy = PolicyPrior(2, np.array([-1.0, -1.0]), np.array([1.0, 1.0]), hidden_size=32)
+    task = tasks.get(POINT_MASS_ID)
+    trainer = PolicyTrainer(policy, model, task, horizon=3, lr=3e-3, check_horizon=20)
+    trainer.fit(buffer, np.random.default_rng(1), updates=100, batch_size=64)  # a fair start
+    starts = buffer.batch(buffer.episode_starts(), "cpu").obs
+    trainer.terminal_value = value
+    before = [p.clone() for p in policy.parameters()]
+    check_before = trainer.start_state_return(starts)
+    fit = trainer.fit(buffer, np.random.default_rng(2), updates=150, batch_size=64)
+    if value is None:  # the honest objective agrees with the check: the refit stays
+        assert not fit.kept_previous
+        assert trainer.start_state_return(starts) > check_before
+    else:  # chasing the wrong value drives the mass away from the goal: undone, exactly
+        assert fit.kept_previous
+        for weight, old in zip(policy.parameters(), before, strict=True):
+            assert torch.equal(weight, old)
+
+
 def test_the_loop_trains_a_prior_that_acts_alone_and_evaluate_no_plan(tmp_path, capsys):
     config = toy_config(total_steps=500)
     config.policy.enabled = True
+    config.policy.check_horizon = 20
     run = tmp_path / "run"
     rows = loop.train(config, run).metrics
     assert np.isfinite(rows[-1]["policy_return"])
+    assert {row["policy_kept_previous"] for row in rows} <= {0.0, 1.0}
     assert rows[-1]["policy_eval_return"] > -15.0, rows[-1]  # random actions score about -35
     assert rows[-1]["eval_return_mean"] > -8.0
     agent, _ = load_mpc_agent(run, device="cpu")
@@ -100,7 +129,14 @@ def test_the_prior_can_collect_the_data_instead_of_the_planner(tmp_path):
 
 @pytest.mark.parametrize(
     "field,value",
-    [("policy.updates", 0), ("policy.share", 1.5), ("policy.lr", 0.0), ("policy.collect", True)],
+    [
+        ("policy.updates", 0),
+        ("policy.share", 1.5),
+        ("policy.lr", 0.0),
+        ("policy.collect", True),
+        ("policy.check_horizon", -1),
+        ("policy.check_tolerance", -0.1),
+    ],
 )
 def test_bad_policy_settings_are_config_errors(field, value):
     from dynaplan.config import TrainConfig

@@ -125,7 +125,12 @@ def run_label(config: dict[str, Any]) -> str:
             label += " + lqr value" if value.get("kind") == "lqr" else " + value"
         policy = config.get("policy", {})
         if policy.get("enabled"):
-            label += " + policy" + (" (collects)" if policy.get("collect") else "")
+            notes = [
+                note
+                for note, key in (("collects", "collect"), ("checked", "check_horizon"))
+                if policy.get(key)
+            ]
+            label += " + policy" + (f" ({', '.join(notes)})" if notes else "")
         return label
     return str(config.get("algo") or config.get("kind") or "run")
 

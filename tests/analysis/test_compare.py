@@ -57,6 +57,8 @@ def test_labels_from_configs():
     assert run_label({**PPO, "init": "runs/clones/dagger"}) == "ppo from dagger"
     collects = {**MBRL, "policy": {"enabled": True, "collect": True}}
     assert run_label(collects) == "mbrl grad mlp H10 + policy (collects)"
+    checked = {**MBRL, "policy": {"enabled": True, "collect": True, "check_horizon": 100}}
+    assert run_label(checked) == "mbrl grad mlp H10 + policy (collects, checked)"
 
 
 def test_a_policy_priors_own_evaluations_form_a_group_of_their_own(tmp_path):

@@ -43,7 +43,7 @@ from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.evaluation import evaluate
 from dynaplan.imitation.policy import warm_start_ppo
 from dynaplan.loop import EVAL_SEED_OFFSET, RunResult
-from dynaplan.rundir import MetricsHook, RunDir, open_for_resume, run_kind
+from dynaplan.rundir import METRIC_COLUMNS, MetricsHook, RunDir, open_for_resume, run_kind
 from dynaplan.types import Agent
 
 BASELINE_KIND = "baseline"
@@ -486,6 +486,7 @@ class Recorder:
         )
         eval_seconds = time.perf_counter() - eval_started
         row = {
+            **dict.fromkeys(METRIC_COLUMNS, math.nan),  # the model-based columns stay empty
             "iteration": self.iteration,
             "env_steps": env_steps,
             "eval_return_mean": result.mean,
@@ -493,13 +494,6 @@ class Recorder:
             "eval_length_mean": float(np.mean(result.lengths)),
             "train_return": float(np.mean(self.finished)) if self.finished else math.nan,
             "episodes": self.episodes,
-            "model_train_loss": math.nan,
-            "model_val_loss": math.nan,
-            "value_loss": math.nan,
-            "policy_return": math.nan,
-            "policy_eval_return": math.nan,
-            "plan_ms_per_step": math.nan,
-            "model_fit_s": math.nan,
             "eval_s": eval_seconds,
             "wall_s": self.wall_s(),
             **self.extra_metrics(),

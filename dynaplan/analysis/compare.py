@@ -44,9 +44,15 @@ class Run:
     seed: int
     steps: np.ndarray  # [N] env steps of the evaluations, increasing
     returns: np.ndarray  # [N] mean evaluation return at those steps
+    finished: bool = True
+    """It reached its total_steps or its stop_at_return; otherwise (killed, or still running)
+    it has no return at budgets past its last evaluation."""
 
     def return_at(self, budget: float) -> float:
-        """The last evaluation at or before ``budget`` env steps; NaN if there is none yet."""
+        """The last evaluation at or before ``budget`` env steps; NaN if there is none yet, or
+        if an unfinished run stopped short of ``budget``."""
+        if budget > self.steps[-1] and not self.finished:
+            return math.nan
         before = np.flatnonzero(self.steps <= budget)
         return float(self.returns[before[-1]]) if len(before) else math.nan
 
@@ -170,14 +176,23 @@ def load_runs(patterns: Sequence[str]) -> tuple[list[Run], list[str]]:
             continue
         label, env, seed = run_label(config), str(config.get("env", "?")), config.get("seed", -1)
         steps = np.array([r["env_steps"] for r in rows])
-        runs.append(
-            Run(path, label, env, int(seed), steps, np.array([r["eval_return_mean"] for r in rows]))
-        )
+        returns = np.array([r["eval_return_mean"] for r in rows])
+        total, stop = config.get("total_steps"), config.get("stop_at_return")
+        finished = total is None or steps[-1] >= total or (stop is not None and returns[-1] >= stop)
+        runs.append(Run(path, label, env, int(seed), steps, returns, finished))
         prior = np.array([r.get("policy_eval_return", math.nan) for r in rows])
         if np.isfinite(prior).any():  # a policy prior's own evaluations: a group of their own
             known = np.isfinite(prior)
             runs.append(
-                Run(path, f"{label}: prior alone", env, int(seed), steps[known], prior[known])
+                Run(
+                    path,
+                    f"{label}: prior alone",
+                    env,
+                    int(seed),
+                    steps[known],
+                    prior[known],
+                    finished,
+                )
             )
     if not runs:
         raise ConfigError(
@@ -373,7 +388,8 @@ def write_summary_md(
         f"# {title}",
         "",
         "Return: mean ± std over seeds [95% bootstrap CI of the mean]; a seed's return at a "
-        "budget is its last evaluation at or before it (n: seeds with one)."
+        "budget is its last evaluation at or before it, none past the end of a run that was "
+        "stopped before it finished (n: seeds with one)."
         + (
             " Steps to the threshold: first evaluation that reaches it; median and "
             "interquartile range over the seeds that reached it."

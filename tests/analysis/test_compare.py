@@ -115,6 +115,9 @@ def test_budgets_take_the_last_evaluation_at_or_before_them():
     assert runs[0].return_at(100) == 1.0
     assert runs[0].return_at(250) == 2.0
     assert runs[0].return_at(10_000) == 3.0
+    runs[0].finished = False  # stopped at 300 before its total_steps: nothing past its end
+    assert runs[0].return_at(300) == 3.0 and math.isnan(runs[0].return_at(301))
+    runs[0].finished = True
     stats = summarise("x", runs, [120, 200, 300], None).budgets
     assert [b.n for b in stats] == [1, 2, 2]
     assert stats[0].mean == 1.0 and stats[0].std == 0.0
@@ -189,6 +192,18 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(ConfigError, match="LABEL=VALUE"):
         parse_reference("paper 250")
     assert parse_reference("a=b=3") == ("a=b", 3.0)
+
+
+def test_a_run_stopped_short_has_no_return_past_its_end_but_a_solved_one_keeps_its_last(tmp_path):
+    write_run(tmp_path / "done", {**MBRL, "total_steps": 300}, 0, [100, 300], [1.0, 2.0])
+    write_run(tmp_path / "killed", {**MBRL, "total_steps": 1000}, 1, [100, 300], [5.0, 6.0])
+    solved = {**MBRL, "total_steps": 1000, "stop_at_return": 9.0}
+    write_run(tmp_path / "solved", solved, 2, [100, 200], [3.0, 9.5])
+    runs, _ = load_runs([str(tmp_path / "*")])
+    assert [run.finished for run in sorted(runs, key=lambda r: r.seed)] == [True, False, True]
+    stats = summarise("x", runs, [300, 1000], None).budgets
+    assert [b.n for b in stats] == [3, 2]  # the killed run counts at 300, not at 1000
+    assert stats[1].mean == (2.0 + 9.5) / 2
 
 
 def test_runs_of_several_envs_are_labelled_by_env(tmp_path):

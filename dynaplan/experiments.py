@@ -18,7 +18,7 @@ from pathlib import Path
 from dynaplan.agents.baselines import BaselineConfig
 from dynaplan.agents.mbpo import MBPOConfig, SACConfig
 from dynaplan.analysis.compare import Comparison, compare
-from dynaplan.config import ModelConfig, PolicyConfig, TrainConfig, ValueConfig, load_preset
+from dynaplan.config import ModelConfig, TrainConfig, ValueConfig, load_preset
 from dynaplan.errors import ConfigError
 from dynaplan.execution import Execution, RunConfig, RunTask, run_all, run_one
 
@@ -161,7 +161,9 @@ def _beyond_variants(
 ) -> dict[str, RunConfig]:
     mbrl_steps = dict(total_steps=steps) if not budget.small else {}
     value = ValueConfig(enabled=True, updates=10 if budget.small else 1000)
-    policy = PolicyConfig(enabled=True, updates=10 if budget.small else 200)
+    policy = dataclasses.replace(  # the preset's prior settings (its start-state check)
+        load_preset(preset).policy, enabled=True, updates=10 if budget.small else 200
+    )
     return {
         "mbrl-H10": _mbrl(preset, budget, **mbrl_steps),
         "mbrl-H10-value": _mbrl(preset, budget, value=value, **mbrl_steps),

@@ -161,14 +161,14 @@ def test_beyond_small_budget_runs_mpc_value_policy_mbpo_and_sac_side_by_side(tmp
     result = experiments.run_experiment("beyond", seeds=1, out=tmp_path, budget="small")
     labels = {s.label for s in result.comparison.summaries}
     mpc = "mbrl grad mlp H10"
-    prior = f"{mpc} + value + policy"
+    prior = f"{mpc} + value + policy"  # with the hopper preset's start-state check
     assert labels == {
         mpc,
         f"{mpc} + value",
-        prior,
-        f"{prior}: prior alone",
-        f"{prior} (collects)",
-        f"{prior} (collects): prior alone",
+        f"{prior} (checked)",
+        f"{prior} (checked): prior alone",
+        f"{prior} (collects, checked)",
+        f"{prior} (collects, checked): prior alone",
         "mbpo",
         "sac",
     }

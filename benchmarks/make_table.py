@@ -200,10 +200,17 @@ def experiment_rows() -> list[str]:
         with open(summary, newline="") as f:
             groups = list(csv.DictReader(f))
         cells = []
+        budgets = sorted(
+            {int(k.split("_")[2]) for k in groups[0] if k.endswith("_mean") and "at_" in k}
+        )
         for g in groups:
-            budget = max(int(k.split("_")[2]) for k in g if k.endswith("_mean") and "at_" in k)
+            # a group whose runs stopped short of the last budget: its last budget with a return
+            known = [b for b in budgets if g[f"return_at_{b}_mean"] not in ("", "nan")]
+            budget = known[-1] if known else budgets[-1]
             mean, std = (float(g[f"return_at_{budget}_{key}"]) for key in ("mean", "std"))
             cell = f"{g['group']} ({g['seeds']} seeds): {mean:.0f} ± {std:.0f}"
+            if budget != budgets[-1]:
+                cell += f" at {budget:,}"
             if g.get("threshold"):
                 median = g["steps_to_threshold_median"]
                 steps = f"{float(median):,.0f}" if median not in ("", "nan") else "–"
@@ -217,7 +224,7 @@ def experiment_rows() -> list[str]:
             cells.append(f"{method} clone {clone['clone']['return_mean']:.0f} vs MPC {expert:.0f}")
         out.append(
             f"| experiment `{name}`: final evaluation return (the last one at or before "
-            f"{budget:,} env steps) | {'; '.join(cells)} "
+            f"{budgets[-1]:,} env steps) | {'; '.join(cells)} "
             f"| {EXPERIMENT_REFERENCES.get(name, '')} | {about['machine']}; {about['note']} |"
         )
     return out

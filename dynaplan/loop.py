@@ -340,8 +340,8 @@ def _run(
             "model_val_loss": fit.val_loss,
             "value_loss": value_loss,
             "policy_return": policy_fit.imagined_return,
-            "policy_kept_previous": (
-                math.nan if policy_trainer is None else float(policy_fit.kept_previous)
+            "policy_kept_previous": (  # NaN without a start-state check
+                float(policy_fit.kept_previous) if pi.enabled and pi.check_horizon else math.nan
             ),
             "policy_eval_return": policy_eval,
             "plan_ms_per_step": plan_ms,

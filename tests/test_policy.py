@@ -117,6 +117,7 @@ def test_the_prior_can_collect_the_data_instead_of_the_planner(tmp_path):
     run = tmp_path / "run"
     rows = loop.train(config, run).metrics
     assert all(row["plan_ms_per_step"] == 0.0 for row in rows)  # no plan while collecting
+    assert all(np.isnan(row["policy_kept_previous"]) for row in rows)  # no start-state check
     agent, _ = load_mpc_agent(run)
     prior = PolicyAgent(agent.policy)
     buffer = ReplayBuffer.from_journal(run / "transitions.bin", 2, 2)

@@ -106,10 +106,9 @@ def speed_rows() -> list[str]:
             f"{_load_note(r)})"
             for r in loop["results"]
         )
-        note = f"; {loop['note']}" if "note" in loop else ""
         out.append(
             f"| whole loop in a long run, env steps per second | {cells} "
-            f"| issue #6 targets | {loop['machine']}{note} |"
+            f"| issue #6 targets | {loop['machine']} |"
         )
     gpu_loop = _load("loop_speed_cuda.json")
     if gpu_loop:

@@ -23,6 +23,7 @@ from dynaplan.errors import ConfigError, DynaplanError
 from dynaplan.execution import Execution
 from dynaplan.imitation.clone import CloneConfig
 from dynaplan.loop import RunResult
+from dynaplan.rundir import last_evaluation
 
 
 @dataclass
@@ -201,7 +202,7 @@ def _train(args: list[str]) -> None:
 
 
 def _print_done(result: RunResult) -> None:
-    last = result.metrics[-1] if result.metrics else None
+    last = last_evaluation(result.metrics)
     if last is not None:
         print(
             f"done: {int(last['env_steps'])} env steps, evaluation return "

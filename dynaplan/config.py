@@ -207,7 +207,10 @@ class TrainConfig:
     steps_per_iteration: int = 1000
     """MPC env steps collected between model trainings."""
     eval_episodes: int = 3
-    """Noise-free MPC episodes on a separate env after each iteration."""
+    """Noise-free MPC episodes on a separate env after each evaluated iteration."""
+    eval_every: int = 1
+    """Evaluate after every N-th iteration and after the last one (the rows between have
+    NaN evaluation columns); evaluations of long episodes can cost more than training."""
     exploration_noise: float = 0.0
     """Gaussian noise on training actions, in units of half the action range."""
     stop_at_return: float | None = None
@@ -233,7 +236,8 @@ class TrainConfig:
             raise ConfigError(f"unknown planner {self.planner!r}; choose one of {PLANNER_NAMES}")
         if self.model not in MODEL_KINDS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {MODEL_KINDS}")
-        for name in ("horizon", "total_steps", "steps_per_iteration", "eval_episodes"):
+        positive = ("horizon", "total_steps", "steps_per_iteration", "eval_episodes", "eval_every")
+        for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.random_steps < 0 or self.random_steps >= self.total_steps:

@@ -9,6 +9,19 @@ import numpy as np
 
 from dynaplan.types import Agent
 
+EVAL_SEED_OFFSET = 1_000_000
+"""Evaluation episodes use seeds far from the training episodes'."""
+
+
+def evaluation_seed(run_seed: int, round_: int) -> int:
+    """First reset seed of evaluation round ``round_`` in a run seeded ``run_seed``.
+
+    Each run seed gets its own block of EVAL_SEED_OFFSET seeds (100 per round), so
+    different run seeds are evaluated from different start states, and the variants of
+    one comparison that share a run seed are evaluated from the same ones.
+    """
+    return EVAL_SEED_OFFSET * (run_seed + 1) + 100 * round_
+
 
 @dataclass
 class EvalResult:

@@ -33,15 +33,12 @@ from dynaplan.buffer import ReplayBuffer
 from dynaplan.config import TrainConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
-from dynaplan.evaluation import evaluate
+from dynaplan.evaluation import evaluate, evaluation_seed
 from dynaplan.lqr import LQRValue
 from dynaplan.models import FitResult, ModelTrainer
 from dynaplan.policy import PolicyAgent, PolicyFit, PolicyTrainer
 from dynaplan.rundir import MetricsHook, RunDir
 from dynaplan.values import ModelExpansion, ValueEnsemble, ValueTrainer
-
-EVAL_SEED_OFFSET = 1_000_000
-"""Evaluation episodes use seeds far from the training episodes'."""
 
 
 @dataclass
@@ -64,7 +61,8 @@ def train(
 ) -> RunResult:
     """Start a new run in ``run_dir`` (which must not hold a run yet).
 
-    ``on_metrics`` is called with each metrics row as it is written (e.g. Ray Tune's report).
+    ``on_metrics`` is called with each evaluated metrics row as it is written (e.g. Ray
+    Tune's report).
     """
     config.validate()
     _check_runnable(config)
@@ -270,6 +268,7 @@ def _run(
         (config.total_steps - config.random_steps) / config.steps_per_iteration
     )
     actor = PolicyAgent(agent.policy) if pi.collect else agent
+    last_eval = math.nan  # shown in the progress bar between evaluations
 
     def noisy_action(obs: np.ndarray) -> np.ndarray:
         action = actor.act(obs)
@@ -315,25 +314,25 @@ def _run(
         )
         finished = collector.finished_returns[finished_before:]
         eval_started = time.perf_counter()
-        result = evaluate(agent, eval_env, config.eval_episodes, EVAL_SEED_OFFSET + 100 * iteration)
-        policy_eval = (
-            math.nan
-            if agent.policy is None
-            else evaluate(
-                PolicyAgent(agent.policy),
-                eval_env,
-                config.eval_episodes,
-                EVAL_SEED_OFFSET + 100 * iteration,
-            ).mean
-        )
+        evaluated = iteration % config.eval_every == 0 or iteration == num_iterations
+        if evaluated:
+            seed = evaluation_seed(config.seed, iteration)
+            result = evaluate(agent, eval_env, config.eval_episodes, seed)
+            policy_eval = (
+                math.nan
+                if agent.policy is None
+                else evaluate(PolicyAgent(agent.policy), eval_env, config.eval_episodes, seed).mean
+            )
+            agent.reset()
+            last_eval = result.mean
         eval_seconds = time.perf_counter() - eval_started
-        agent.reset()
         row = {
             "iteration": iteration,
             "env_steps": len(buffer),
-            "eval_return_mean": result.mean,
-            "eval_return_std": result.std,
-            "eval_length_mean": float(np.mean(result.lengths)),
+            # NaN in the iterations between evaluations (eval_every > 1)
+            "eval_return_mean": result.mean if evaluated else math.nan,
+            "eval_return_std": result.std if evaluated else math.nan,
+            "eval_length_mean": float(np.mean(result.lengths)) if evaluated else math.nan,
             "train_return": float(np.mean(finished)) if finished else math.nan,
             "episodes": collector.episode,
             "model_train_loss": fit.train_loss,
@@ -343,7 +342,7 @@ def _run(
             "policy_kept_previous": (  # NaN without a start-state check
                 float(policy_fit.kept_previous) if pi.enabled and pi.check_horizon else math.nan
             ),
-            "policy_eval_return": policy_eval,
+            "policy_eval_return": policy_eval if evaluated else math.nan,
             "plan_ms_per_step": plan_ms,
             "model_fit_s": fit_seconds,
             "eval_s": eval_seconds,
@@ -351,7 +350,7 @@ def _run(
         }
         metrics.append(row)
         run.append_metrics(row)
-        if on_metrics is not None:
+        if on_metrics is not None and evaluated:
             on_metrics(row)
         save(iteration + 1, model_trained=False)
         model.save(run.model)
@@ -360,11 +359,11 @@ def _run(
             for key, value in row.items():
                 writer.add_scalar(key, value, global_step=len(buffer))
         bar.set_postfix(
-            eval=f"{result.mean:.1f}",
+            eval=f"{last_eval:.1f}",
             train=f"{row['train_return']:.1f}",
             loss=f"{fit.val_loss:.4f}",
         )
-        if config.stop_at_return is not None and result.mean >= config.stop_at_return:
+        if evaluated and config.stop_at_return is not None and result.mean >= config.stop_at_return:
             break
     bar.close()
     if writer is not None:

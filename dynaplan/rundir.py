@@ -41,7 +41,13 @@ METRIC_COLUMNS = (
 )
 
 MetricsHook = Callable[[dict[str, float]], None]
-"""Called with each metrics row as a run writes it."""
+"""Called with each evaluated metrics row as a run writes it."""
+
+
+def last_evaluation(rows: list[dict[str, float]]) -> dict[str, float] | None:
+    """The last row with an evaluation return (rows between evaluations hold NaN), or None."""
+    evaluated = [row for row in rows if math.isfinite(row["eval_return_mean"])]
+    return evaluated[-1] if evaluated else None
 
 
 class RunDir:

@@ -11,7 +11,7 @@ from dynaplan.buffer import ReplayBuffer
 from dynaplan.cli import main
 from dynaplan.envs import POINT_MASS_ID, make_env
 from dynaplan.errors import CheckpointError, ConfigError
-from dynaplan.evaluation import evaluate
+from dynaplan.evaluation import evaluate, evaluation_seed
 from dynaplan.imitation.clone import CloneConfig, clone, mpc_demonstrations
 from dynaplan.imitation.policy import (
     POLICY_FILE,
@@ -19,7 +19,7 @@ from dynaplan.imitation.policy import (
     new_ppo,
     warm_start_ppo,
 )
-from dynaplan.loop import EVAL_SEED_OFFSET, train
+from dynaplan.loop import train
 from dynaplan.rundir import RunDir
 from tests.conftest import toy_config
 
@@ -72,10 +72,11 @@ def test_bc_recovers_a_linear_controller_and_saves_a_plain_sb3_ppo_file(tmp_path
     assert np.abs(predicted - linear_controller(grid)).max() < 0.15
 
     env = make_env(POINT_MASS_ID)
-    again = evaluate(SB3Agent(loaded), env, 4, EVAL_SEED_OFFSET)  # the clone's own episodes
+    seed = evaluation_seed(1, 0)  # the clone's own episodes
+    again = evaluate(SB3Agent(loaded), env, 4, seed)
     assert again.returns == pytest.approx(result.report["clone"]["returns"])
     mean, _ = evaluate_policy(loaded, env, n_eval_episodes=3)
-    expert = evaluate(_LinearAgent(), env, 4, EVAL_SEED_OFFSET).mean
+    expert = evaluate(_LinearAgent(), env, 4, seed).mean
     assert result.clone_return == pytest.approx(expert, abs=0.5) and np.isfinite(mean)
     report = json.loads((tmp_path / "clone" / "clone.json").read_text())
     assert report["pairs"] == 2000 and report["rounds"][0]["fit"]["val_loss"] < 0.01

@@ -13,7 +13,7 @@ from dynaplan import loop
 from dynaplan.buffer import ReplayBuffer
 from dynaplan.config import PlannerConfig
 from dynaplan.errors import CheckpointError, ConfigError
-from dynaplan.rundir import METRIC_COLUMNS, RunDir, read_metrics
+from dynaplan.rundir import METRIC_COLUMNS, RunDir, last_evaluation, read_metrics
 from dynaplan.types import Propagation
 from tests.conftest import PLANNER_OPTIONS, toy_config
 
@@ -51,6 +51,19 @@ def test_run_folder_layout(tmp_path):
     buffer = ReplayBuffer.from_journal(run.journal, 2, 2)
     assert len(buffer) == 400
     assert buffer.truncated[199]  # the random-data episode ends where MPC takes over
+
+
+def test_eval_every_evaluates_every_nth_iteration_and_always_the_last(tmp_path):
+    reported = []
+    config = toy_config(total_steps=500, eval_every=2)  # iterations 1, 2, 3
+    result = loop.train(config, tmp_path / "run", on_metrics=reported.append)
+    rows = read_metrics(RunDir(result.run_dir).metrics)
+    evaluated = [bool(np.isfinite(r["eval_return_mean"])) for r in rows]
+    assert evaluated == [False, True, True]
+    assert np.isnan(rows[0]["eval_return_std"]) and rows[0]["model_val_loss"] > 0
+    assert [r["iteration"] for r in reported] == [2, 3]  # Ray and sweeps see evaluations only
+    assert last_evaluation(rows) == rows[-1]
+    assert last_evaluation(rows[:2]) == rows[1] and last_evaluation(rows[:1]) is None
 
 
 def test_from_scratch_retraining_runs(tmp_path):
@@ -96,6 +109,7 @@ def test_resume_rejects_missing_and_corrupt_folders(tmp_path):
         (dict(model="gp"), "unknown model"),
         (dict(horizon=0), "horizon must be positive"),
         (dict(total_steps=-5), "total_steps must be positive"),
+        (dict(eval_every=0), "eval_every must be positive"),
         (dict(random_steps=500), "random_steps"),
         (dict(search=PlannerConfig(replan_every=4)), r"lower it with --search\.replan-every"),
     ],

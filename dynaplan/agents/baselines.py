@@ -40,9 +40,9 @@ from dynaplan.agents.factory import resolve_device
 from dynaplan.analysis.curves import plot_learning_curve
 from dynaplan.envs import make_env
 from dynaplan.errors import CheckpointError, ConfigError
-from dynaplan.evaluation import evaluate
+from dynaplan.evaluation import evaluate, evaluation_seed
 from dynaplan.imitation.policy import warm_start_ppo
-from dynaplan.loop import EVAL_SEED_OFFSET, RunResult
+from dynaplan.loop import RunResult
 from dynaplan.rundir import METRIC_COLUMNS, MetricsHook, RunDir, open_for_resume, run_kind
 from dynaplan.types import Agent
 
@@ -481,9 +481,8 @@ class Recorder:
             return
         self.iteration += 1
         eval_started = time.perf_counter()
-        result = evaluate(
-            agent, self.eval_env, self.config.eval_episodes, EVAL_SEED_OFFSET + 100 * self.iteration
-        )
+        seed = evaluation_seed(self.config.seed, self.iteration)
+        result = evaluate(agent, self.eval_env, self.config.eval_episodes, seed)
         eval_seconds = time.perf_counter() - eval_started
         row = {
             **dict.fromkeys(METRIC_COLUMNS, math.nan),  # the model-based columns stay empty

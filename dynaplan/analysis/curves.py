@@ -16,9 +16,10 @@ def plot_learning_curve(rows: list[dict[str, float]], path: str | Path, title: s
     steps = np.array([r["env_steps"] for r in rows])
     mean = np.array([r["eval_return_mean"] for r in rows])
     std = np.array([r["eval_return_std"] for r in rows])
+    evaluated = np.isfinite(mean)  # NaN in the iterations between evaluations
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, mean, marker="o", label="evaluation return")
-    ax.fill_between(steps, mean - std, mean + std, alpha=0.25)
+    ax.plot(steps[evaluated], mean[evaluated], marker="o", label="evaluation return")
+    ax.fill_between(steps[evaluated], (mean - std)[evaluated], (mean + std)[evaluated], alpha=0.25)
     train = np.array([r["train_return"] for r in rows])
     finite = np.isfinite(train)  # NaN where no training episode ended in an iteration
     if finite.any():

@@ -29,10 +29,9 @@ from dynaplan.buffer import ReplayBuffer
 from dynaplan.config import TrainConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import CheckpointError, ConfigError
-from dynaplan.evaluation import EvalResult, evaluate
+from dynaplan.evaluation import EvalResult, evaluate, evaluation_seed
 from dynaplan.imitation.policy import POLICY_FILE, FitStats, fit_actor, new_ppo
-from dynaplan.loop import EVAL_SEED_OFFSET
-from dynaplan.rundir import RunDir
+from dynaplan.rundir import RunDir, last_evaluation
 from dynaplan.types import Agent
 
 METHODS = ("bc", "dagger")
@@ -195,7 +194,7 @@ def _label(expert: Agent, visited: np.ndarray) -> np.ndarray:
 def _evaluate(agent: Agent, run_config: TrainConfig, config: CloneConfig) -> EvalResult:
     env = make_env(run_config.env, **run_config.env_kwargs)
     try:
-        return evaluate(agent, env, config.eval_episodes, EVAL_SEED_OFFSET)
+        return evaluate(agent, env, config.eval_episodes, evaluation_seed(config.seed, 0))
     finally:
         env.close()
 
@@ -212,7 +211,8 @@ def _round_report(round_: int, pairs: int, fit: FitStats, result: EvalResult) ->
 def _expert_report(run_dir: str | Path, run_config: TrainConfig, config: CloneConfig) -> dict:
     """The run's last recorded evaluation, and (optionally) the expert on the clone's episodes."""
     rows = RunDir(run_dir).read_metrics()
-    report: dict[str, Any] = {"last_run_eval": rows[-1]["eval_return_mean"] if rows else None}
+    last = last_evaluation(rows)
+    report: dict[str, Any] = {"last_run_eval": last["eval_return_mean"] if last else None}
     if config.expert_episodes > 0:
         expert, _ = load_mpc_agent(run_dir, config.device)
         episodes = dataclasses.replace(config, eval_episodes=config.expert_episodes)

@@ -85,14 +85,16 @@ def _mbrl(preset: str, budget: Budget, **changes) -> TrainConfig:
     return config
 
 
-def _baseline(env: str, algo: str, full_steps: int, budget: Budget, **kwargs) -> BaselineConfig:
+def _baseline(
+    env: str, algo: str, full_steps: int, budget: Budget, eval_every: int | None = None, **kwargs
+) -> BaselineConfig:
     small = budget.small
     steps = budget.baseline_steps if small else full_steps
     return BaselineConfig(
         env=env,
         algo=algo,
         total_steps=steps,
-        eval_every=steps // 2 if small else max(steps // 20, 1000),
+        eval_every=steps // 2 if small else eval_every or max(steps // 20, 1000),
         eval_episodes=budget.eval_episodes if small else 5,
         **kwargs,
     )
@@ -156,10 +158,20 @@ def _beyond_ant(budget: Budget, out: Path) -> dict[str, RunConfig]:
     return _beyond_variants("ant", 200_000, budget, mbpo)
 
 
+BEYOND_EVAL_EVERY = 5000
+"""Env steps between the evaluations (5 episodes each) of every variant of a full ``beyond``
+comparison, so all its curves share one grid; 2-episode evaluations after every 1,000 env
+steps swing by ±1,000 on Hopper and cost more than the training once episodes are long."""
+
+
 def _beyond_variants(
     preset: str, steps: int, budget: Budget, mbpo: MBPOConfig
 ) -> dict[str, RunConfig]:
-    mbrl_steps = dict(total_steps=steps) if not budget.small else {}
+    every = BEYOND_EVAL_EVERY
+    iterations = every // load_preset(preset).steps_per_iteration
+    mbrl_steps = (
+        dict(total_steps=steps, eval_every=iterations, eval_episodes=5) if not budget.small else {}
+    )
     value = ValueConfig(enabled=True, updates=10 if budget.small else 1000)
     policy = dataclasses.replace(  # the preset's prior settings (its start-state check)
         load_preset(preset).policy, enabled=True, updates=10 if budget.small else 200
@@ -175,8 +187,12 @@ def _beyond_variants(
             policy=dataclasses.replace(policy, collect=True),
             **mbrl_steps,
         ),
-        "mbpo": _mbpo(dataclasses.replace(mbpo, total_steps=steps), budget),
-        "sac": _baseline(mbpo.env, "sac", steps, budget, env_kwargs=dict(mbpo.env_kwargs)),
+        "mbpo": _mbpo(
+            dataclasses.replace(mbpo, total_steps=steps, eval_every=every, eval_episodes=5), budget
+        ),
+        "sac": _baseline(
+            mbpo.env, "sac", steps, budget, eval_every=every, env_kwargs=dict(mbpo.env_kwargs)
+        ),
     }
 
 

@@ -174,6 +174,11 @@ def test_beyond_small_budget_runs_mpc_value_policy_mbpo_and_sac_side_by_side(tmp
     }
     full = experiments.EXPERIMENTS["beyond"].variants(experiments.BUDGETS["full"], tmp_path)
     assert {config.total_steps for config in full.values()} == {100_000}  # the same budget
+    assert {config.eval_episodes for config in full.values()} == {5}
+    every = {  # one evaluation grid: an MBRL run counts iterations, the others env steps
+        config.eval_every * getattr(config, "steps_per_iteration", 1) for config in full.values()
+    }
+    assert every == {experiments.BEYOND_EVAL_EVERY}
 
 
 def test_beyond_ant_compares_the_same_variants_on_ant_at_200k(tmp_path):

@@ -66,9 +66,9 @@ def train(
     """
     config.validate()
     _check_runnable(config)
-    run = RunDir.create(run_dir)
-    config.save(run.config)
-    return _run(config, run, checkpoint=None, on_metrics=on_metrics)
+    with RunDir.create(run_dir) as run:
+        config.save(run.config)
+        return _run(config, run, checkpoint=None, on_metrics=on_metrics)
 
 
 def _check_runnable(config: TrainConfig) -> None:
@@ -85,9 +85,9 @@ def _check_runnable(config: TrainConfig) -> None:
 
 def resume(run_dir: str | Path, on_metrics: MetricsHook | None = None) -> RunResult:
     """Continue a run from its last checkpoint and journal; ``on_metrics`` as in ``train``."""
-    run = RunDir.open(run_dir)
-    config = TrainConfig.load(run.config).validate()
-    return _run(config, run, checkpoint=run.load_checkpoint(), on_metrics=on_metrics)
+    with RunDir.open(run_dir) as run:
+        config = TrainConfig.load(run.config).validate()
+        return _run(config, run, checkpoint=run.load_checkpoint(), on_metrics=on_metrics)
 
 
 class Collector:

@@ -1,7 +1,9 @@
 """The run folder: config, metrics, transition journal, checkpoint and plots in one place.
 
 Checkpoints are written atomically (temp file + rename) and read with
-``torch.load(weights_only=True)``, so a run folder cannot execute code when loaded.
+``torch.load(weights_only=True)``, so a run folder cannot execute code when loaded. One
+process at a time writes a run folder: training and resuming hold its lock file
+(``with run:``), which the OS drops when that process ends, a kill included.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from filelock import FileLock, Timeout
 
 from dynaplan.errors import CheckpointError, ConfigError
 
@@ -61,6 +64,22 @@ class RunDir:
         self.journal = self.path / "transitions.bin"
         self.model = self.path / "model.pt"
         self.plot = self.path / "learning_curve.png"
+        self._writer_lock = FileLock(self.path / "run.lock", timeout=0)
+
+    def __enter__(self) -> RunDir:
+        """Take the folder's writer lock; a second process that tries gets a CheckpointError."""
+        try:
+            self._writer_lock.acquire()
+        except Timeout:
+            raise CheckpointError(
+                f"{self.path} is in use: another process is training or resuming this run "
+                f"(it holds {self._writer_lock.lock_file}); wait for it to finish or stop it, "
+                f"then continue with --resume {self.path}"
+            ) from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._writer_lock.release()
 
     @classmethod
     def create(cls, path: str | Path) -> RunDir:
@@ -143,12 +162,11 @@ class RunDir:
             self._rewrite_metrics(kept)
 
 
-def open_for_resume(
-    run_dir: str | Path, load_config: Callable[[Path], C], kind: str
-) -> tuple[RunDir, C, dict[str, Any]]:
-    """A run folder of ``kind``, its config (``load_config`` reads and validates it) and its
-    last checkpoint; a folder of another kind or with a bad config is a CheckpointError."""
-    run = RunDir.open(run_dir)
+def load_for_resume(
+    run: RunDir, load_config: Callable[[Path], C], kind: str
+) -> tuple[C, dict[str, Any]]:
+    """The config (``load_config`` reads and validates it) and last checkpoint of a run
+    folder of ``kind``; a folder of another kind or with a bad config is a CheckpointError."""
     try:
         config = load_config(run.config)
     except (ConfigError, ValueError) as exc:
@@ -156,7 +174,7 @@ def open_for_resume(
     checkpoint = run.load_checkpoint()
     if checkpoint.get("kind") != kind:
         raise CheckpointError(f"{run.checkpoint} is not the checkpoint of a {kind!r} run")
-    return run, config, checkpoint
+    return config, checkpoint
 
 
 def run_kind(run_dir: str | Path) -> str | None:

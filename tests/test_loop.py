@@ -136,6 +136,33 @@ def test_missing_cuda_is_a_config_error(tmp_path):
         loop.train(toy_config(device="cuda"), tmp_path / "run")
 
 
+HOLD_SCRIPT = """
+import sys, time
+from dynaplan.rundir import RunDir
+with RunDir(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_run_folder_has_one_writer_and_a_killed_writer_lets_go(tmp_path):
+    run = loop.train(toy_config(total_steps=300), tmp_path / "run").run_dir
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SCRIPT, str(run)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        rows = read_metrics(run / "metrics.csv")
+        with pytest.raises(CheckpointError, match=r"in use.*--resume"):
+            loop.resume(run)
+        np.testing.assert_equal(read_metrics(run / "metrics.csv"), rows)  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    np.testing.assert_equal(loop.resume(run).metrics, rows)  # the killed writer's lock is gone
+
+
 RESUME_SCRIPT = """
 import sys
 from dynaplan import loop

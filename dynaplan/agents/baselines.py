@@ -43,7 +43,7 @@ from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.evaluation import evaluate, evaluation_seed
 from dynaplan.imitation.policy import warm_start_ppo
 from dynaplan.loop import RunResult
-from dynaplan.rundir import METRIC_COLUMNS, MetricsHook, RunDir, open_for_resume, run_kind
+from dynaplan.rundir import METRIC_COLUMNS, MetricsHook, RunDir, load_for_resume, run_kind
 from dynaplan.types import Agent
 
 BASELINE_KIND = "baseline"
@@ -306,23 +306,24 @@ def run_baseline(
         torch.set_num_threads(config.threads)
     eval_env = make_env(config.env, **config.env_kwargs)
     model = _new_model(config, device) if config.algo in LEARNERS else None
-    run = RunDir.create(run_dir)
-    config.save(run.config)
-    return _run(config, run, model, eval_env, None, on_metrics)
+    with RunDir.create(run_dir) as run:
+        config.save(run.config)
+        return _run(config, run, model, eval_env, None, on_metrics)
 
 
 def resume_baseline(run_dir: str | Path, on_metrics: MetricsHook | None = None) -> RunResult:
     """Continue a baseline run from its last checkpoint; metrics after it are dropped."""
-    run, config, checkpoint = open_for_resume(
-        run_dir, lambda path: BaselineConfig.load(path).validate(), BASELINE_KIND
-    )
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
-    eval_env = make_env(config.env, **config.env_kwargs)
-    model = None
-    if config.algo in LEARNERS:
-        model = _load_model(config, run, checkpoint, resolve_device(config.device))
-    return _run(config, run, model, eval_env, checkpoint, on_metrics)
+    with RunDir.open(run_dir) as run:
+        config, checkpoint = load_for_resume(
+            run, lambda path: BaselineConfig.load(path).validate(), BASELINE_KIND
+        )
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        eval_env = make_env(config.env, **config.env_kwargs)
+        model = None
+        if config.algo in LEARNERS:
+            model = _load_model(config, run, checkpoint, resolve_device(config.device))
+        return _run(config, run, model, eval_env, checkpoint, on_metrics)
 
 
 def is_baseline_run(run_dir: str | Path) -> bool:

@@ -52,7 +52,7 @@ from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
 from dynaplan.loop import Collector, RunResult
 from dynaplan.models import DynamicsModel, FitResult, ModelTrainer
-from dynaplan.rundir import MetricsHook, RunDir, open_for_resume, run_kind
+from dynaplan.rundir import MetricsHook, RunDir, load_for_resume, run_kind
 from dynaplan.tasks import Task
 from dynaplan.types import Propagation, TransitionBatch
 
@@ -308,17 +308,18 @@ def run_mbpo(
         build_dynamics(config.model, config.dynamics, obs_dim, act_dim)
     finally:
         env.close()
-    run = RunDir.create(run_dir)
-    config.save(run.config)
-    return _run(config, run, None, on_metrics)
+    with RunDir.create(run_dir) as run:
+        config.save(run.config)
+        return _run(config, run, None, on_metrics)
 
 
 def resume_mbpo(run_dir: str | Path, on_metrics: MetricsHook | None = None) -> RunResult:
     """Continue an MBPO run from its last checkpoint and its journal of real transitions."""
-    run, config, checkpoint = open_for_resume(
-        run_dir, lambda path: MBPOConfig.load(path).validate(), MBPO_KIND
-    )
-    return _run(config, run, checkpoint, on_metrics)
+    with RunDir.open(run_dir) as run:
+        config, checkpoint = load_for_resume(
+            run, lambda path: MBPOConfig.load(path).validate(), MBPO_KIND
+        )
+        return _run(config, run, checkpoint, on_metrics)
 
 
 def is_mbpo_run(run_dir: str | Path) -> bool:

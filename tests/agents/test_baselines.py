@@ -169,6 +169,8 @@ def test_existing_runs_are_not_overwritten_and_bad_folders_not_resumed(tmp_path)
     torch.save({}, mbrl / "checkpoint.pt")
     with pytest.raises(CheckpointError, match="dynaplan train --resume"):
         resume_baseline(mbrl)
+    with RunDir(tmp_path / "zero"), pytest.raises(CheckpointError, match="in use"):
+        resume_baseline(tmp_path / "zero")  # while another writer holds the folder
     (tmp_path / "zero" / "checkpoint.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="corrupt"):
         resume_baseline(tmp_path / "zero")

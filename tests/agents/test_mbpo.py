@@ -152,6 +152,9 @@ def test_resume_after_an_interruption_loses_no_real_transition(tmp_path):
     before = ReplayBuffer.from_journal(run / "transitions.bin", 2, 2)
     assert len(before) == 300
     completed = read_metrics(run / "metrics.csv")[:2]
+    with RunDir(run), pytest.raises(CheckpointError, match="in use"):  # a writer holds it
+        resume_mbpo(run)
+    assert len(ReplayBuffer.from_journal(run / "transitions.bin", 2, 2)) == 300  # untouched
 
     result = resume_mbpo(run)
     after = ReplayBuffer.from_journal(run / "transitions.bin", 2, 2)

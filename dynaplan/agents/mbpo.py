@@ -441,6 +441,7 @@ def _run(
         "numpy_rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
         "fit": [fit.train_loss, fit.val_loss, fit.epochs],
+        "imagined_size": imagined.size(),  # refilled on resume rather than stored
     }
     recorder.extra_metrics = lambda: {
         "model_train_loss": fit.train_loss,
@@ -462,6 +463,19 @@ def _run(
     def sac_policy(obs: np.ndarray) -> np.ndarray:
         return sac.predict(obs, deterministic=False)[0]
 
+    def rollout_round(t: int) -> None:
+        """Branched rollouts from ``rollout_batch`` random real states into ``imagined``."""
+        starts = torch.as_tensor(buffer.obs[rng.integers(t, size=config.rollout_batch)])
+        rollout = model_rollout(
+            model, task, rollout_policy, starts.to(device), config.rollout_length(t)
+        )
+        add_transitions(imagined, sac.policy, rollout)
+
+    if checkpoint is not None:
+        # SAC trains on the model buffer as it was, not on one round: refill it with rollouts
+        # of the restored model and policy (a resumed run's model rows are new draws)
+        while imagined.size() < checkpoint.get("imagined_size", 0):
+            rollout_round(len(buffer))
     recorder.step(agent, len(buffer))  # a resumed run killed before an evaluation's checkpoint
     while len(buffer) < config.total_steps:
         t = len(buffer)
@@ -479,10 +493,7 @@ def _run(
             )
             fit_seconds = time.perf_counter() - fit_started
         if learning and (imagined.size() == 0 or since % config.rollouts_every == 0):
-            starts = torch.as_tensor(buffer.obs[rng.integers(t, size=config.rollout_batch)])
-            length = config.rollout_length(t)
-            rollout = model_rollout(model, task, rollout_policy, starts.to(device), length)
-            add_transitions(imagined, sac.policy, rollout)
+            rollout_round(t)
         policy = sac_policy if learning else lambda _: rng.uniform(low, high)
         collector.run(policy, t + 1, lambda: None)
         add_transitions(real, sac.policy, buffer.batch(np.arange(t, len(buffer))))

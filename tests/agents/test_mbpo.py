@@ -7,6 +7,7 @@ import torch
 
 from dynaplan.agents.mbpo import (
     MBPOConfig,
+    MixedReplay,
     SACConfig,
     _new_sac,
     _sb3_buffer,
@@ -170,6 +171,28 @@ def test_resume_after_an_interruption_loses_no_real_transition(tmp_path):
     with pytest.raises(CheckpointError, match="not an MBPO"):
         (run / "config.json").write_text(json.dumps({"kind": "baseline"}))
         resume_mbpo(run)
+
+
+def test_a_resumed_run_refills_the_model_buffer_before_sac_trains(tmp_path, monkeypatch):
+    run, model_rows = tmp_path / "run", []
+    sample = MixedReplay.sample
+
+    def recording_sample(self, batch_size, env=None):
+        model_rows.append(self.model.size())
+        return sample(self, batch_size, env)
+
+    def kill_at_the_fifth_row(row):
+        if row["iteration"] == 5:  # the checkpoint is the one at 400 env steps
+            raise Killed
+
+    monkeypatch.setattr(MixedReplay, "sample", recording_sample)
+    with pytest.raises(Killed):
+        run_mbpo(toy(), run, on_metrics=kill_at_the_fifth_row)
+    kept = torch.load(run / "checkpoint.pt", weights_only=True)["imagined_size"]
+    assert kept > 2 * toy().rollout_batch  # several rounds of rollouts by then
+    model_rows.clear()
+    resume_mbpo(run)
+    assert model_rows[0] >= kept  # not the one round an empty buffer would get
 
 
 def test_config_round_trips_through_json(tmp_path):

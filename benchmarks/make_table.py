@@ -68,7 +68,27 @@ def rows() -> list[str]:
             f"| 1 step {pooled['1']:.4f}, 20 steps {pooled['20']:.4f} "
             f"| paper: accurate one-step, poor far from the start | 2-core CPU |"
         )
-    return out + speed_rows() + experiment_rows()
+    return out + ablation_rows() + speed_rows() + experiment_rows()
+
+
+def ablation_rows() -> list[str]:
+    """A row per ``ablation_*.json`` (benchmarks/ablation.py): one checkpoint, planning changed."""
+    out = []
+    for path in sorted(RESULTS.glob("ablation_*.json")):
+        result = json.loads(path.read_text())
+        cells = "; ".join(
+            f"{r['setting']} {r['return_mean']:.0f} ± {r['return_std']:.0f}"
+            for r in result["results"]
+        )
+        note = f"; {result['note']}" if result.get("note") else ""
+        name = path.stem.removeprefix("ablation_")
+        out.append(
+            f"| {result['env']} ablation `{name}`: one checkpoint at "
+            f"{result['env_steps']:,} env steps, planning changed, {result['episodes']} episodes "
+            f"each | {cells} | issue #7: what limits MPC (model, planner or value) "
+            f"| {result['machine']}{note} |"
+        )
+    return out
 
 
 def _load_note(result: dict) -> str:

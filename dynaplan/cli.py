@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -139,6 +139,10 @@ class EvaluateCommand:
     """Seed of the first episode."""
     no_plan: bool = False
     """Act with the run's policy prior alone, without planning (runs with policy.enabled)."""
+    change: tuple[str, ...] = ()
+    """FIELD=VALUE planning changes for an MPC run, e.g. --change horizon=5
+    value.enabled=false (planner, horizon, search.*, value.enabled, value.pessimism,
+    policy.enabled, policy.share, policy.noise)."""
 
 
 SOLVED_RETURN = 1000.0
@@ -327,12 +331,15 @@ def _evaluate(args: list[str]) -> None:
     from dynaplan.policy import PolicyAgent
 
     command = tyro.cli(EvaluateCommand, args=args, prog="dynaplan evaluate")
-    if is_baseline_run(command.run_dir):
+    baseline, mbpo = is_baseline_run(command.run_dir), is_mbpo_run(command.run_dir)
+    if command.change and (baseline or mbpo):
+        raise ConfigError("--change applies to MPC runs (dynaplan train), not baselines or MBPO")
+    if baseline:
         agent, config = load_baseline_agent(command.run_dir)
-    elif is_mbpo_run(command.run_dir):
+    elif mbpo:
         agent, config = load_mbpo_agent(command.run_dir)
     else:
-        agent, config = load_mpc_agent(command.run_dir)
+        agent, config = load_mpc_agent(command.run_dir, changes=_assignments(command.change))
     if command.no_plan:
         if getattr(agent, "policy", None) is None:
             raise ConfigError(
@@ -349,6 +356,19 @@ def _evaluate(args: list[str]) -> None:
         f"over {command.episodes} episodes"
     )
     print("returns:", " ".join(f"{r:.1f}" for r in result.returns))
+
+
+def _assignments(items: tuple[str, ...]) -> dict[str, Any]:
+    """``("horizon=5", "value.enabled=false")`` -> ``{"horizon": 5, "value.enabled": False}``."""
+    from dynaplan.sweep import parse_yaml
+
+    changes = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--change takes FIELD=VALUE (e.g. horizon=5), got {item!r}")
+        changes[name] = parse_yaml(value)
+    return changes
 
 
 def _demo(args: list[str]) -> None:

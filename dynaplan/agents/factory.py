@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import torch
@@ -112,10 +113,30 @@ def build_policy(config: TrainConfig, env: gym.Env) -> PolicyPrior:
     )
 
 
-def load_mpc_agent(run_dir: str | Path, device: str = "auto") -> tuple[MPCAgent, TrainConfig]:
-    """The MPC agent of a run folder, with the model of its latest checkpoint."""
+PLANNING_FIELDS = (
+    "planner",
+    "horizon",
+    "search.*",
+    "value.enabled",
+    "value.pessimism",
+    "policy.enabled",
+    "policy.share",
+    "policy.noise",
+)
+"""The fields a trained run can be evaluated with changed: how it plans with what it learned
+(a trained value or prior can be switched off, not on)."""
+
+
+def load_mpc_agent(
+    run_dir: str | Path, device: str = "auto", changes: dict[str, Any] | None = None
+) -> tuple[MPCAgent, TrainConfig]:
+    """The MPC agent of a run folder, with the model (value, prior) of its latest checkpoint.
+
+    ``changes`` are dotted :data:`PLANNING_FIELDS` (``{"horizon": 5, "value.enabled":
+    False}``) to plan differently with the same learned parts; the config returned has them.
+    """
     run = RunDir.open(run_dir)
-    config = TrainConfig.load(run.config)
+    config = _with_planning_changes(TrainConfig.load(run.config), changes or {}, run.path)
     env = make_env(config.env, **config.env_kwargs)
     agent = build_mpc_agent(config, env, resolve_device(device))
     checkpoint = run.load_checkpoint(agent.planner.device)
@@ -126,3 +147,22 @@ def load_mpc_agent(run_dir: str | Path, device: str = "auto") -> tuple[MPCAgent,
         agent.policy.load_state_dict(checkpoint["policy"])
     env.close()
     return agent, config
+
+
+def _with_planning_changes(
+    trained: TrainConfig, changes: dict[str, Any], run_dir: Path
+) -> TrainConfig:
+    for path in changes:
+        if path not in PLANNING_FIELDS and not path.startswith("search."):
+            raise ConfigError(
+                f"{path} cannot be changed for the trained run {run_dir}: only how it plans "
+                f"can ({', '.join(PLANNING_FIELDS)}); train a new run for anything else"
+            )
+    config = trained.with_fields(changes).validate()
+    for part in ("value", "policy"):
+        if getattr(config, part).enabled and not getattr(trained, part).enabled:
+            raise ConfigError(
+                f"{run_dir} was trained without a {part}; {part}.enabled can only be "
+                "switched off for a trained run"
+            )
+    return config

@@ -1,0 +1,42 @@
+"""What limits a trained run's MPC: its checkpoint under changed planning settings.
+
+    python benchmarks/ablation.py runs/long/ant-vp-seed0 --name ant --episodes 3
+
+Writes ``benchmarks/results/ablation_NAME.json`` and ``.png``: the return of the same
+evaluation episodes as trained, with the prior alone, without the terminal value or the
+prior, planning only around the prior, with 1 Adam step, over H = 5 and with pessimistic
+critics (those the run has parts for; see ``dynaplan.analysis.ablation``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from dynaplan.analysis.ablation import ablate, write_ablation
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--name", required=True, help="ablation_NAME.json in the results")
+    parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--note", default="", help="how the run was made, for the README row")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    scores = ablate(args.run_dir, args.episodes, args.seed)
+    for s in scores:
+        print(
+            f"{s.setting:<32} return {s.return_mean:8.1f} ± {s.return_std:6.1f}   "
+            f"{s.ms_per_step:6.1f} ms/step"
+        )
+    write_ablation(scores, args.run_dir, args.episodes, RESULTS, args.name, args.note)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""What limits a trained run's MPC: the same checkpoint evaluated under changed planning.
+
+Each setting is a dict of dotted planning changes (``{"value.enabled": False}``,
+``{"horizon": 5}``; see ``PLANNING_FIELDS``) applied to the run's config before its model,
+value and prior are loaded, or :data:`PRIOR_ALONE` to act with the policy prior without
+planning. Every setting plays the same evaluation episodes, so the differences are the
+settings', not the start states'. Removing the terminal value separates the value's share
+from the model's; planning less (fewer Adam steps, candidates only around the prior's plan)
+or over a shorter horizon shows how far the planner exploits model and value error.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from dynaplan.agents.factory import load_mpc_agent
+from dynaplan.envs import make_env
+from dynaplan.errors import ConfigError
+from dynaplan.evaluation import evaluate
+from dynaplan.policy import PolicyAgent
+from dynaplan.rundir import RunDir, last_evaluation
+
+PRIOR_ALONE = "prior alone"
+"""The setting that acts with the run's policy prior, without planning."""
+
+DEFAULT_SETTINGS: dict[str, dict[str, Any] | str] = {
+    "as trained": {},
+    PRIOR_ALONE: PRIOR_ALONE,
+    "no terminal value": {"value.enabled": False},
+    "no policy prior": {"policy.enabled": False},
+    "all candidates around the prior": {"policy.share": 1.0},
+    "1 Adam step": {"search.iterations": 1},
+    "H 5": {"horizon": 5},
+    "critic pessimism 1": {"value.pessimism": 1.0},
+}
+"""The ablations of a run with a terminal value and a policy prior; those that need a part
+the run does not have are left out."""
+
+
+@dataclass
+class AblationScore:
+    setting: str
+    changes: dict[str, Any] | str
+    return_mean: float
+    return_std: float
+    returns: list[float]
+    episode_length_mean: float
+    ms_per_step: float
+
+
+def applicable_settings(
+    run_dir: str | Path, settings: dict[str, dict[str, Any] | str] = DEFAULT_SETTINGS
+) -> dict[str, dict[str, Any] | str]:
+    """``settings`` without those that switch off, use or tune a part the run lacks."""
+    config = json.loads(RunDir(run_dir).config.read_text())
+    value, policy = config["value"]["enabled"], config["policy"]["enabled"]
+    critic = value and config["value"]["kind"] == "critic"  # pessimism is the critics' only
+    has = {"value": value, "policy": policy, "critic": critic}
+
+    def needs(changes: dict[str, Any] | str) -> set[str]:
+        if changes == PRIOR_ALONE:
+            return {"policy"}
+        parts = {"critic" if path == "value.pessimism" else path.split(".")[0] for path in changes}
+        return parts & set(has)
+
+    return {label: ch for label, ch in settings.items() if all(has[p] for p in needs(ch))}
+
+
+def ablate(
+    run_dir: str | Path,
+    episodes: int,
+    seed: int,
+    settings: dict[str, dict[str, Any] | str] = DEFAULT_SETTINGS,
+) -> list[AblationScore]:
+    """Evaluate the run's checkpoint under each applicable setting on the same ``episodes``
+    (seeds ``seed, seed + 1, ...``) on the CPU, eagerly: the same plans as a compiled rollout,
+    without a compile per setting in the timings."""
+    scores = []
+    for label, changes in applicable_settings(run_dir, settings).items():
+        if changes == PRIOR_ALONE:
+            mpc, config = load_mpc_agent(run_dir, "cpu")
+            agent, timed = PolicyAgent(mpc.policy), None
+        else:
+            eager = {"search.compile": False, **changes}  # type: ignore[dict-item]
+            agent, config = load_mpc_agent(run_dir, "cpu", eager)
+            timed = agent
+        env = make_env(config.env, **config.env_kwargs)
+        result = evaluate(agent, env, episodes, seed)
+        env.close()
+        scores.append(
+            AblationScore(
+                label,
+                changes,
+                result.mean,
+                result.std,
+                result.returns,
+                sum(result.lengths) / len(result.lengths),
+                timed.ms_per_plan if timed is not None else float("nan"),
+            )
+        )
+    if not scores:
+        raise ConfigError(f"no setting applies to {run_dir}")
+    return scores
+
+
+def write_ablation(
+    scores: list[AblationScore],
+    run_dir: str | Path,
+    episodes: int,
+    out: Path,
+    name: str,
+    note: str = "",
+) -> list[Path]:
+    """``ablation_NAME.json`` and ``.png`` (return per setting) in ``out``; ``note`` says how
+    the run was made."""
+    out.mkdir(parents=True, exist_ok=True)
+    run = RunDir(run_dir)
+    config = json.loads(run.config.read_text())
+    last = last_evaluation(run.read_metrics())
+    summary = {
+        "run_dir": str(run_dir),
+        "env": config["env"],
+        "env_steps": int(last["env_steps"]) if last else None,
+        "last_training_evaluation": last["eval_return_mean"] if last else None,
+        "episodes": episodes,
+        "machine": f"{platform.machine()} CPU, {config.get('threads', 1)} torch thread(s)",
+        "note": note,
+        "results": [asdict(s) for s in scores],
+    }
+    files = [out / f"ablation_{name}.json", out / f"ablation_{name}.png"]
+    files[0].write_text(json.dumps(summary, indent=2) + "\n")
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(scores) + 1.2))
+    top_down = scores[::-1]
+    ax.barh(
+        [s.setting for s in top_down],
+        [s.return_mean for s in top_down],
+        xerr=[s.return_std for s in top_down],
+    )
+    ax.set_xlabel(f"return ({episodes} episodes)")
+    steps = f" at {summary['env_steps']:,} env steps" if last else ""
+    ax.set_title(f"{config['env']}: one checkpoint{steps}, planning changed")
+    fig.tight_layout()
+    fig.savefig(files[1], dpi=120)
+    plt.close(fig)
+    return files

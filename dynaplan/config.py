@@ -404,4 +404,18 @@ def load_preset(name: str) -> TrainConfig:
     """The preset ``name`` as a full config (unset fields keep their defaults)."""
     if name not in presets():
         raise ConfigError(f"unknown preset {name!r}; choose one of {presets()}")
-    return TrainConfig.load(PRESET_DIR / f"{name}.json")
+    return config_from_dict(json.loads((PRESET_DIR / f"{name}.json").read_text()))
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """A config mapping whose optional ``preset`` key names the preset it starts from (else
+    the defaults); its other keys, sections included, change that start's fields."""
+    data = dict(data)
+    preset = data.pop("preset", None)
+    flat = {}
+    for name, value in data.items():
+        if name in SECTIONS and isinstance(value, dict):
+            flat.update({f"{name}.{key}": inner for key, inner in value.items()})
+        else:
+            flat[name] = value
+    return (load_preset(preset) if preset else TrainConfig()).with_fields(flat)

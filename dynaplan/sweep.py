@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 
 from dynaplan.analysis.compare import Comparison, compare
-from dynaplan.config import SECTIONS, TrainConfig, load_preset
+from dynaplan.config import TrainConfig, config_from_dict, load_preset
 from dynaplan.errors import ConfigError
 from dynaplan.execution import Execution, RunTask, run_all
 
@@ -150,15 +150,7 @@ def _base_config(base: str | dict[str, Any] | None) -> TrainConfig:
         return load_preset(base) if base else TrainConfig()
     if not isinstance(base, dict):
         raise ConfigError(f"base must be a preset name or a config mapping, got {base!r}")
-    base = dict(base)
-    preset = base.pop("preset", None)
-    flat = {}
-    for name, value in base.items():
-        if name in SECTIONS and isinstance(value, dict):
-            flat.update({f"{name}.{key}": inner for key, inner in value.items()})
-        else:
-            flat[name] = value
-    return (load_preset(preset) if preset else TrainConfig()).with_fields(flat)
+    return config_from_dict(base)
 
 
 def _draw(name: str, values: Values, rng: np.random.Generator) -> Any:

@@ -1,6 +1,7 @@
 import pytest
 
-from dynaplan.config import TrainConfig
+from dynaplan.config import TrainConfig, config_from_dict, load_preset
+from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
 from dynaplan.types import Precision, Propagation
 
@@ -58,3 +59,26 @@ def test_bad_disagreement_penalties_are_config_errors(changes, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig().with_fields(changes).validate()
     TrainConfig().with_fields({"search.disagreement_penalty": 1.0, "model": "ensemble"}).validate()
+
+
+def test_a_preset_can_start_from_another_and_change_some_fields():
+    hopper, long = load_preset("hopper"), load_preset("hopper-value-prior")
+    assert long.value.enabled and long.policy.enabled and long.total_steps == 100_000
+    assert long.policy.check_horizon == hopper.policy.check_horizon == 100  # kept
+    assert long.dynamics == hopper.dynamics and long.search == hopper.search
+    full_obs = load_preset("ant105-value-prior")
+    assert full_obs.env_kwargs == {"include_cfrc_ext_in_observation": True}
+    assert load_preset("ant-value-prior").env_kwargs == {"include_cfrc_ext_in_observation": False}
+    assert full_obs.total_steps == 200_000 and full_obs.value.enabled
+    env = make_env(full_obs.env, **full_obs.env_kwargs)
+    assert env.observation_space.shape == (105,)  # v5's default; the ant preset has 27
+    env.close()
+
+
+def test_a_config_mapping_names_its_preset_and_bad_names_are_errors():
+    assert config_from_dict({"preset": "hopper", "search": {"lr": 0.1}}).search.lr == 0.1
+    assert config_from_dict({"horizon": 4}) == TrainConfig(horizon=4)
+    with pytest.raises(ConfigError, match="unknown preset 'hoper'"):
+        config_from_dict({"preset": "hoper"})
+    with pytest.raises(ConfigError, match="horizonn"):
+        config_from_dict({"preset": "hopper", "horizonn": 4})

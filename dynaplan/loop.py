@@ -198,7 +198,9 @@ def _run(
             agent.policy.load_state_dict(checkpoint["policy"])
             policy_trainer.load_state_dict(checkpoint["policy_trainer"])
             policy_fit = PolicyFit(
-                checkpoint["policy_return"], checkpoint.get("policy_kept_previous", False)
+                checkpoint["policy_return"],
+                checkpoint.get("policy_kept_previous", False),
+                checkpoint.get("policy_check_return", math.nan),
             )
         wall_offset = checkpoint["wall_s"]
         run.keep_metrics_up_to(first_iteration - 1)
@@ -241,6 +243,7 @@ def _run(
                         "policy_trainer": policy_trainer.state_dict(),
                         "policy_return": policy_fit.imagined_return,
                         "policy_kept_previous": policy_fit.kept_previous,
+                        "policy_check_return": policy_fit.check_return,
                     }
                 ),
             }
@@ -342,6 +345,7 @@ def _run(
             "policy_kept_previous": (  # NaN without a start-state check
                 float(policy_fit.kept_previous) if pi.enabled and pi.check_horizon else math.nan
             ),
+            "policy_check_return": policy_fit.check_return,
             "policy_eval_return": policy_eval if evaluated else math.nan,
             "plan_ms_per_step": plan_ms,
             "model_fit_s": fit_seconds,

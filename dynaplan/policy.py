@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +90,8 @@ class PolicyFit:
     """Mean imagined return of the last 100 batches."""
     kept_previous: bool
     """The start-state check undid the refit: the policy is the one from before the call."""
+    check_return: float = math.nan
+    """The kept policy's start-state check return (NaN without the check)."""
 
 
 class PolicyTrainer:
@@ -167,10 +170,12 @@ class PolicyTrainer:
         imagined_return = self._ascend(buffer, rng, updates, batch_size)
         if self.check_horizon:
             floor = previous_return - self.check_tolerance * abs(previous_return)
-            if self.start_state_return(starts) < floor:
+            new_return = self.start_state_return(starts)
+            if new_return < floor:
                 self.policy.load_state_dict(previous[0])
                 self.optimizer.load_state_dict(previous[1])
-                return PolicyFit(imagined_return, kept_previous=True)
+                return PolicyFit(imagined_return, kept_previous=True, check_return=previous_return)
+            return PolicyFit(imagined_return, kept_previous=False, check_return=new_return)
         return PolicyFit(imagined_return, kept_previous=False)
 
     def _ascend(

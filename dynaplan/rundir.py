@@ -36,6 +36,7 @@ METRIC_COLUMNS = (
     "value_loss",
     "policy_return",
     "policy_kept_previous",
+    "policy_check_return",
     "policy_eval_return",
     "plan_ms_per_step",
     "model_fit_s",

@@ -79,11 +79,12 @@ def test_the_start_state_check_undoes_only_a_refit_that_does_worse_in_the_model(
     before = [p.clone() for p in policy.parameters()]
     check_before = trainer.start_state_return(starts)
     fit = trainer.fit(buffer, np.random.default_rng(2), updates=150, batch_size=64)
+    assert fit.check_return == pytest.approx(trainer.start_state_return(starts))  # the kept one's
     if value is None:  # the honest objective agrees with the check: the refit stays
         assert not fit.kept_previous
         assert trainer.start_state_return(starts) > check_before
     else:  # chasing the wrong value drives the mass away from the goal: undone, exactly
-        assert fit.kept_previous
+        assert fit.kept_previous and fit.check_return == pytest.approx(check_before)
         for weight, old in zip(policy.parameters(), before, strict=True):
             assert torch.equal(weight, old)
 
@@ -96,6 +97,7 @@ def test_the_loop_trains_a_prior_that_acts_alone_and_evaluate_no_plan(tmp_path, 
     rows = loop.train(config, run).metrics
     assert np.isfinite(rows[-1]["policy_return"])
     assert {row["policy_kept_previous"] for row in rows} <= {0.0, 1.0}
+    assert all(np.isfinite(row["policy_check_return"]) for row in rows)
     assert rows[-1]["policy_eval_return"] > -15.0, rows[-1]  # random actions score about -35
     assert rows[-1]["eval_return_mean"] > -8.0
     agent, _ = load_mpc_agent(run, device="cpu")
@@ -117,7 +119,8 @@ def test_the_prior_can_collect_the_data_instead_of_the_planner(tmp_path):
     run = tmp_path / "run"
     rows = loop.train(config, run).metrics
     assert all(row["plan_ms_per_step"] == 0.0 for row in rows)  # no plan while collecting
-    assert all(np.isnan(row["policy_kept_previous"]) for row in rows)  # no start-state check
+    for row in rows:  # no start-state check
+        assert np.isnan(row["policy_kept_previous"]) and np.isnan(row["policy_check_return"])
     agent, _ = load_mpc_agent(run)
     prior = PolicyAgent(agent.policy)
     buffer = ReplayBuffer.from_journal(run / "transitions.bin", 2, 2)

@@ -131,7 +131,9 @@ def run_label(config: dict[str, Any]) -> str:
             label += " + lqr value" if value.get("kind") == "lqr" else " + value"
         policy = config.get("policy", {})
         if policy.get("enabled"):
-            notes = [
+            own_horizon = policy.get("horizon")  # trained over its own horizon, not the plan's
+            notes = [f"H{own_horizon}"] if own_horizon not in (None, config.get("horizon")) else []
+            notes += [
                 note
                 for note, key in (("collects", "collect"), ("checked", "check_horizon"))
                 if policy.get(key)

@@ -59,6 +59,10 @@ def test_labels_from_configs():
     assert run_label(collects) == "mbrl grad mlp H10 + policy (collects)"
     checked = {**MBRL, "policy": {"enabled": True, "collect": True, "check_horizon": 100}}
     assert run_label(checked) == "mbrl grad mlp H10 + policy (collects, checked)"
+    longer = {**MBRL, "policy": {"enabled": True, "horizon": 30, "check_horizon": 100}}
+    assert run_label(longer) == "mbrl grad mlp H10 + policy (H30, checked)"
+    same = {**MBRL, "policy": {"enabled": True, "horizon": 10}}
+    assert run_label(same) == "mbrl grad mlp H10 + policy"
 
 
 def test_a_policy_priors_own_evaluations_form_a_group_of_their_own(tmp_path):

@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--note", default="", help="how the run was made, for the README row")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
     scores = ablate(args.run_dir, args.episodes, args.seed)
@@ -35,7 +36,7 @@ def main() -> None:
             f"{s.setting:<32} return {s.return_mean:8.1f} ± {s.return_std:6.1f}   "
             f"{s.ms_per_step:6.1f} ms/step"
         )
-    write_ablation(scores, args.run_dir, args.episodes, RESULTS, args.name, args.note)
+    write_ablation(scores, args.run_dir, args.episodes, args.out, args.name, args.note)
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def write_ablation(
     )
     ax.set_xlabel(f"return ({episodes} episodes)")
     steps = f" at {summary['env_steps']:,} env steps" if last else ""
-    ax.set_title(f"{config['env']}: one checkpoint{steps}, planning changed")
+    ax.set_title(f"{config['env']}: one checkpoint{steps}\nplanning changed", fontsize=10)
     fig.tight_layout()
     fig.savefig(files[1], dpi=120)
     plt.close(fig)

@@ -125,11 +125,12 @@ def write_ablation(
     out.mkdir(parents=True, exist_ok=True)
     run = RunDir(run_dir)
     config = json.loads(run.config.read_text())
-    last = last_evaluation(run.read_metrics())
+    rows = run.read_metrics()
+    last = last_evaluation(rows)
     summary = {
         "run_dir": str(run_dir),
         "env": config["env"],
-        "env_steps": int(last["env_steps"]) if last else None,
+        "env_steps": int(rows[-1]["env_steps"]) if rows else None,  # the checkpoint's data
         "last_training_evaluation": last["eval_return_mean"] if last else None,
         "episodes": episodes,
         "machine": f"{platform.machine()} CPU, {config.get('threads', 1)} torch thread(s)",
@@ -146,7 +147,7 @@ def write_ablation(
         xerr=[s.return_std for s in top_down],
     )
     ax.set_xlabel(f"return ({episodes} episodes)")
-    steps = f" at {summary['env_steps']:,} env steps" if last else ""
+    steps = f" at {summary['env_steps']:,} env steps" if rows else ""
     ax.set_title(f"{config['env']}: one checkpoint{steps}\nplanning changed", fontsize=10)
     fig.tight_layout()
     fig.savefig(files[1], dpi=120)

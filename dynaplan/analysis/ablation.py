@@ -61,7 +61,7 @@ def applicable_settings(
     run_dir: str | Path, settings: dict[str, dict[str, Any] | str] = DEFAULT_SETTINGS
 ) -> dict[str, dict[str, Any] | str]:
     """``settings`` without those that switch off, use or tune a part the run lacks."""
-    config = json.loads(RunDir(run_dir).config.read_text())
+    config = json.loads(RunDir.open(run_dir).config.read_text())  # a clear error if missing
     value, policy = config["value"]["enabled"], config["policy"]["enabled"]
     critic = value and config["value"]["kind"] == "critic"  # pessimism is the critics' only
     has = {"value": value, "policy": policy, "critic": critic}
@@ -82,8 +82,8 @@ def ablate(
     settings: dict[str, dict[str, Any] | str] = DEFAULT_SETTINGS,
 ) -> list[AblationScore]:
     """Evaluate the run's checkpoint under each applicable setting on the same ``episodes``
-    (seeds ``seed, seed + 1, ...``) on the CPU, eagerly: the same plans as a compiled rollout,
-    without a compile per setting in the timings."""
+    (seeds ``seed, seed + 1, ...``) on the CPU, eagerly: the plans of a compiled rollout up to
+    rounding, without a compile per setting in the timings."""
     scores = []
     for label, changes in applicable_settings(run_dir, settings).items():
         if changes == PRIOR_ALONE:

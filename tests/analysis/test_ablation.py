@@ -14,7 +14,7 @@ from dynaplan.analysis.ablation import (
 )
 from dynaplan.cli import main
 from dynaplan.envs import make_env
-from dynaplan.errors import ConfigError
+from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.evaluation import evaluate
 from dynaplan.policy import PolicyAgent
 from tests.conftest import toy_config
@@ -79,8 +79,10 @@ def test_every_setting_plays_the_same_episodes(value_policy_run, tmp_path):
     assert [r["setting"] for r in written["results"]] == list(DEFAULT_SETTINGS)
 
 
-def test_settings_that_need_a_missing_part_are_left_out(plain_run):
+def test_settings_that_need_a_missing_part_are_left_out(plain_run, tmp_path):
     assert list(applicable_settings(plain_run)) == ["as trained", "1 Adam step", "H 5"]
+    with pytest.raises(CheckpointError, match="no run folder"):
+        ablate(tmp_path / "nothing", episodes=1, seed=0)
 
 
 def test_evaluate_plans_with_changes_from_the_command_line(plain_run, capsys):

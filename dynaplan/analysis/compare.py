@@ -46,12 +46,15 @@ class Run:
     returns: np.ndarray  # [N] mean evaluation return at those steps
     finished: bool = True
     """It reached its total_steps or its stop_at_return; otherwise (killed, or still running)
-    it has no return at budgets past its last evaluation."""
+    it has no return at budgets past the env steps it collected."""
+    collected: float | None = None
+    """Env steps in its last metrics row, evaluated or not (default: its last evaluation's)."""
 
     def return_at(self, budget: float) -> float:
         """The last evaluation at or before ``budget`` env steps; NaN if there is none yet, or
         if an unfinished run stopped short of ``budget``."""
-        if budget > self.steps[-1] and not self.finished:
+        end = self.steps[-1] if self.collected is None else self.collected
+        if budget > end and not self.finished:
             return math.nan
         before = np.flatnonzero(self.steps <= budget)
         return float(self.returns[before[-1]]) if len(before) else math.nan
@@ -172,7 +175,8 @@ def load_runs(patterns: Sequence[str]) -> tuple[list[Run], list[str]]:
             config = json.loads(run_dir.config.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{run_dir.config} is not readable JSON ({exc})") from exc
-        rows = [r for r in run_dir.read_metrics() if math.isfinite(r["eval_return_mean"])]
+        every_row = run_dir.read_metrics()
+        rows = [r for r in every_row if math.isfinite(r["eval_return_mean"])]
         if not rows:
             skipped.append(f"{path}: no evaluations yet")
             continue
@@ -181,7 +185,8 @@ def load_runs(patterns: Sequence[str]) -> tuple[list[Run], list[str]]:
         returns = np.array([r["eval_return_mean"] for r in rows])
         total, stop = config.get("total_steps"), config.get("stop_at_return")
         finished = total is None or steps[-1] >= total or (stop is not None and returns[-1] >= stop)
-        runs.append(Run(path, label, env, int(seed), steps, returns, finished))
+        collected = every_row[-1]["env_steps"]  # past the last evaluation with --eval-every
+        runs.append(Run(path, label, env, int(seed), steps, returns, finished, collected))
         prior = np.array([r.get("policy_eval_return", math.nan) for r in rows])
         if np.isfinite(prior).any():  # a policy prior's own evaluations: a group of their own
             known = np.isfinite(prior)
@@ -194,6 +199,7 @@ def load_runs(patterns: Sequence[str]) -> tuple[list[Run], list[str]]:
                     steps[known],
                     prior[known],
                     finished,
+                    collected,
                 )
             )
     if not runs:

@@ -113,6 +113,17 @@ def test_bootstrap_is_fixed_and_sensible():
         bootstrap_ci(np.zeros(3))
 
 
+def test_a_stopped_run_counts_up_to_the_steps_it_collected_not_its_last_evaluation(tmp_path):
+    run = RunDir.create(tmp_path / "run")
+    run.config.write_text(json.dumps({**MBRL, "total_steps": 500}))
+    for k, value in enumerate([1.0, math.nan]):  # --eval-every 2: evaluated at 100, killed at 200
+        row = {"iteration": k + 1, "env_steps": 100 * (k + 1), "eval_return_mean": value}
+        run.append_metrics({**row, "wall_s": 1.0})
+    (stopped,), _ = load_runs([str(tmp_path / "run")])
+    assert not stopped.finished and stopped.return_at(200) == 1.0
+    assert math.isnan(stopped.return_at(201))
+
+
 def test_budgets_take_the_last_evaluation_at_or_before_them():
     runs = synthetic([([100, 200, 300], [1.0, 2.0, 3.0]), ([150, 250, 350], [10.0, 20.0, 30.0])])
     assert math.isnan(runs[0].return_at(99))

@@ -167,14 +167,14 @@ steps swing by ±1,000 on Hopper and cost more than the training once episodes a
 def _beyond_variants(
     preset: str, steps: int, budget: Budget, mbpo: MBPOConfig
 ) -> dict[str, RunConfig]:
-    every = BEYOND_EVAL_EVERY
-    iterations = every // load_preset(preset).steps_per_iteration
+    every, base = BEYOND_EVAL_EVERY, load_preset(preset)
+    iterations = every // base.steps_per_iteration
     mbrl_steps = (
         dict(total_steps=steps, eval_every=iterations, eval_episodes=5) if not budget.small else {}
     )
     value = ValueConfig(enabled=True, updates=10 if budget.small else 1000)
     policy = dataclasses.replace(  # the preset's prior settings (its start-state check)
-        load_preset(preset).policy, enabled=True, updates=10 if budget.small else 200
+        base.policy, enabled=True, updates=10 if budget.small else 200
     )
     return {
         "mbrl-H10": _mbrl(preset, budget, **mbrl_steps),

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from dynaplan import tasks
 from dynaplan.agents.factory import build_model, build_mpc_agent, resolve_device
+from dynaplan.agents.mpc import MPCAgent
 from dynaplan.analysis.curves import plot_learning_curve
 from dynaplan.buffer import ReplayBuffer
 from dynaplan.config import TrainConfig
@@ -318,24 +319,15 @@ def _run(
         finished = collector.finished_returns[finished_before:]
         eval_started = time.perf_counter()
         evaluated = iteration % config.eval_every == 0 or iteration == num_iterations
+        evaluation = dict.fromkeys(EVAL_COLUMNS, math.nan)  # kept between evaluations
         if evaluated:
-            seed = evaluation_seed(config.seed, iteration)
-            result = evaluate(agent, eval_env, config.eval_episodes, seed)
-            policy_eval = (
-                math.nan
-                if agent.policy is None
-                else evaluate(PolicyAgent(agent.policy), eval_env, config.eval_episodes, seed).mean
-            )
-            agent.reset()
-            last_eval = result.mean
+            evaluation = _evaluate(agent, eval_env, config.eval_episodes, config.seed, iteration)
+            last_eval = evaluation["eval_return_mean"]
         eval_seconds = time.perf_counter() - eval_started
         row = {
             "iteration": iteration,
             "env_steps": len(buffer),
-            # NaN in the iterations between evaluations (eval_every > 1)
-            "eval_return_mean": result.mean if evaluated else math.nan,
-            "eval_return_std": result.std if evaluated else math.nan,
-            "eval_length_mean": float(np.mean(result.lengths)) if evaluated else math.nan,
+            **evaluation,
             "train_return": float(np.mean(finished)) if finished else math.nan,
             "episodes": collector.episode,
             "model_train_loss": fit.train_loss,
@@ -346,7 +338,6 @@ def _run(
                 float(policy_fit.kept_previous) if pi.enabled and pi.check_horizon else math.nan
             ),
             "policy_check_return": policy_fit.check_return,
-            "policy_eval_return": policy_eval if evaluated else math.nan,
             "plan_ms_per_step": plan_ms,
             "model_fit_s": fit_seconds,
             "eval_s": eval_seconds,
@@ -367,7 +358,7 @@ def _run(
             train=f"{row['train_return']:.1f}",
             loss=f"{fit.val_loss:.4f}",
         )
-        if evaluated and config.stop_at_return is not None and result.mean >= config.stop_at_return:
+        if evaluated and config.stop_at_return is not None and last_eval >= config.stop_at_return:
             break
     bar.close()
     if writer is not None:
@@ -375,6 +366,30 @@ def _run(
     env.close()
     eval_env.close()
     return RunResult(run.path, metrics)
+
+
+EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "eval_length_mean", "policy_eval_return")
+"""The metrics columns an evaluation fills (NaN in the iterations between evaluations)."""
+
+
+def _evaluate(
+    agent: MPCAgent, env: gym.Env, episodes: int, run_seed: int, iteration: int
+) -> dict[str, float]:
+    """The evaluation columns: the MPC agent and (if any) its prior alone on the same episodes."""
+    seed = evaluation_seed(run_seed, iteration)
+    result = evaluate(agent, env, episodes, seed)
+    prior = (
+        math.nan
+        if agent.policy is None
+        else evaluate(PolicyAgent(agent.policy), env, episodes, seed).mean
+    )
+    agent.reset()
+    return {
+        "eval_return_mean": result.mean,
+        "eval_return_std": result.std,
+        "eval_length_mean": float(np.mean(result.lengths)),
+        "policy_eval_return": prior,
+    }
 
 
 def _summary_writer_class() -> type:

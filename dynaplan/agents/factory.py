@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,7 @@ def _with_planning_changes(
     trained: TrainConfig, changes: dict[str, Any], run_dir: Path
 ) -> TrainConfig:
     for path in changes:
-        if path not in PLANNING_FIELDS and not path.startswith("search."):
+        if not any(fnmatch(path, field) for field in PLANNING_FIELDS):
             raise ConfigError(
                 f"{path} cannot be changed for the trained run {run_dir}: only how it plans "
                 f"can ({', '.join(PLANNING_FIELDS)}); train a new run for anything else"

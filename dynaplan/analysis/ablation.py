@@ -21,13 +21,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import torch
 
 from dynaplan.agents.factory import load_mpc_agent
+from dynaplan.config import TrainConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
 from dynaplan.evaluation import evaluate
 from dynaplan.policy import PolicyAgent
 from dynaplan.rundir import RunDir, last_evaluation
+from dynaplan.types import ValueKind
 
 PRIOR_ALONE = "prior alone"
 """The setting that acts with the run's policy prior, without planning."""
@@ -61,9 +64,9 @@ def applicable_settings(
     run_dir: str | Path, settings: dict[str, dict[str, Any] | str] = DEFAULT_SETTINGS
 ) -> dict[str, dict[str, Any] | str]:
     """``settings`` without those that switch off, use or tune a part the run lacks."""
-    config = json.loads(RunDir.open(run_dir).config.read_text())  # a clear error if missing
-    value, policy = config["value"]["enabled"], config["policy"]["enabled"]
-    critic = value and config["value"]["kind"] == "critic"  # pessimism is the critics' only
+    config = TrainConfig.load(RunDir.open(run_dir).config)  # a clear error if missing
+    value, policy = config.value.enabled, config.policy.enabled
+    critic = value and config.value.kind == ValueKind.CRITIC  # pessimism is the critics' only
     has = {"value": value, "policy": policy, "critic": critic}
 
     def needs(changes: dict[str, Any] | str) -> set[str]:
@@ -96,6 +99,7 @@ def ablate(
         env = make_env(config.env, **config.env_kwargs)
         result = evaluate(agent, env, episodes, seed)
         env.close()
+        steps = sum(result.lengths)
         scores.append(
             AblationScore(
                 label,
@@ -103,8 +107,8 @@ def ablate(
                 result.mean,
                 result.std,
                 result.returns,
-                sum(result.lengths) / len(result.lengths),
-                timed.ms_per_plan if timed is not None else float("nan"),
+                steps / len(result.lengths),
+                1000 * timed.plan_seconds / steps if timed is not None else float("nan"),
             )
         )
     if not scores:
@@ -124,16 +128,16 @@ def write_ablation(
     the run was made."""
     out.mkdir(parents=True, exist_ok=True)
     run = RunDir(run_dir)
-    config = json.loads(run.config.read_text())
+    config = TrainConfig.load(run.config)
     rows = run.read_metrics()
     last = last_evaluation(rows)
     summary = {
         "run_dir": str(run_dir),
-        "env": config["env"],
+        "env": config.env,
         "env_steps": int(rows[-1]["env_steps"]) if rows else None,  # the checkpoint's data
         "last_training_evaluation": last["eval_return_mean"] if last else None,
         "episodes": episodes,
-        "machine": f"{platform.machine()} CPU, {config.get('threads', 1)} torch thread(s)",
+        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s)",
         "note": note,
         "results": [asdict(s) for s in scores],
     }
@@ -148,7 +152,7 @@ def write_ablation(
     )
     ax.set_xlabel(f"return ({episodes} episodes)")
     steps = f" at {summary['env_steps']:,} env steps" if rows else ""
-    ax.set_title(f"{config['env']}: one checkpoint{steps}\nplanning changed", fontsize=10)
+    ax.set_title(f"{config.env}: one checkpoint{steps}\nplanning changed", fontsize=10)
     fig.tight_layout()
     fig.savefig(files[1], dpi=120)
     plt.close(fig)

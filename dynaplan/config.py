@@ -74,6 +74,10 @@ class PlannerConfig:
     """Matmul arithmetic of planning rollouts: fp32, tf32 (CUDA) or bf16 (see planning_speed)."""
     disagreement_penalty: float = 0.0
     """Subtract this times the ensemble's disagreement from each predicted reward (ensembles)."""
+    safety_margin: float = 0.0
+    """Plan as if every healthy range were pulled in by this much at each bound, in reward and
+    termination (metres for z, radians for angles): a buffer for model error near a bound.
+    Only tasks with healthy ranges (Hopper, Walker2d, Ant)."""
     num_candidates: int | None = None
     """grad: parallel candidate sequences."""
     iterations: int | None = None
@@ -256,6 +260,8 @@ class TrainConfig:
             )
         if self.search.disagreement_penalty < 0:
             raise ConfigError("search.disagreement_penalty must be >= 0")
+        if not self.search.safety_margin >= 0:
+            raise ConfigError(f"search.safety_margin must be >= 0, got {self.search.safety_margin}")
         if self.search.disagreement_penalty and (
             self.model == "mlp" or self.search.propagation != Propagation.EXPECTATION
         ):

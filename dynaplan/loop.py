@@ -77,7 +77,7 @@ def _check_runnable(config: TrainConfig) -> None:
     resolve_device(config.device)
     env = make_env(config.env, **config.env_kwargs)
     try:
-        tasks.get(config.env, env)
+        tasks.get(config.env, env).with_safety_margin(config.search.safety_margin)
     finally:
         env.close()
     if config.tensorboard:

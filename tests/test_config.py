@@ -1,5 +1,8 @@
 import pytest
+import torch
 
+from dynaplan import loop
+from dynaplan.agents.factory import build_mpc_agent
 from dynaplan.config import TrainConfig, config_from_dict, load_preset
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
@@ -59,6 +62,19 @@ def test_bad_disagreement_penalties_are_config_errors(changes, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig().with_fields(changes).validate()
     TrainConfig().with_fields({"search.disagreement_penalty": 1.0, "model": "ensemble"}).validate()
+
+
+def test_a_safety_margin_shrinks_what_the_planner_aims_for_not_what_is_learned(tmp_path):
+    with pytest.raises(ConfigError, match="safety_margin must be >= 0"):
+        TrainConfig().with_fields({"search.safety_margin": -0.1}).validate()
+    config = TrainConfig(env="Hopper-v5").with_fields({"search.safety_margin": 0.03}).validate()
+    agent = build_mpc_agent(config, make_env(config.env), torch.device("cpu"))
+    assert agent.objective.task.safety_margin == 0.03
+    assert agent.task.safety_margin == 0  # the value and the prior learn the exact task
+    pendulum = TrainConfig().with_fields({"search.safety_margin": 0.03}).validate()
+    with pytest.raises(ConfigError, match="no healthy ranges"):
+        loop.train(pendulum, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
 
 def test_a_preset_can_start_from_another_and_change_some_fields():

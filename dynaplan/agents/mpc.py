@@ -25,6 +25,8 @@ class MPCAgent:
         replan_every: execute this many planned actions between plans.
         compiled, precision: how rollouts run (see ``ModelObjective``).
         disagreement_penalty: penalise ensemble disagreement (see ``ModelObjective``).
+        safety_margin: plan against the task's healthy ranges pulled in by this much
+            (``Task.with_safety_margin``); ``task`` itself stays exact for learning.
         policy: a policy prior whose plan through the model seeds each plan's candidates.
     """
 
@@ -42,6 +44,7 @@ class MPCAgent:
         precision: Precision = Precision.FP32,
         disagreement_penalty: float = 0.0,
         policy: PolicyPrior | None = None,
+        safety_margin: float = 0.0,
     ) -> None:
         self.model, self.task, self.planner = model, task, planner
         self.terminal_value, self.replan_every, self.policy = terminal_value, replan_every, policy
@@ -49,7 +52,7 @@ class MPCAgent:
         # so a planner's captured CUDA graph stays valid from plan to plan
         self.objective = ModelObjective(
             model,
-            task,
+            task.with_safety_margin(safety_margin),
             torch.zeros(model.obs_dim, device=planner.device),
             gamma=gamma,
             particles=particles,

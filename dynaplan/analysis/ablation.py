@@ -6,7 +6,8 @@ value and prior are loaded, or :data:`PRIOR_ALONE` to act with the policy prior 
 planning. Every setting plays the same evaluation episodes, so the differences are the
 settings', not the start states'. Removing the terminal value separates the value's share
 from the model's; planning less (fewer Adam steps, candidates only around the prior's plan)
-or over a shorter horizon shows how far the planner exploits model and value error.
+or over a shorter horizon shows how far the planner exploits model and value error, and a
+safety margin on the healthy ranges how far it walks to their edge.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from dynaplan import tasks
 from dynaplan.agents.factory import load_mpc_agent
 from dynaplan.config import TrainConfig
 from dynaplan.envs import make_env
@@ -44,6 +46,7 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any] | str] = {
     "1 Adam step": {"search.iterations": 1},
     "H 5": {"horizon": 5},
     "critic pessimism 1": {"value.pessimism": 1.0},
+    "safety margin 0.03": {"search.safety_margin": 0.03},
 }
 """The ablations of a run with a terminal value and a policy prior; those that need a part
 the run does not have are left out."""
@@ -67,12 +70,16 @@ def applicable_settings(
     config = TrainConfig.load(RunDir.open(run_dir).config)  # a clear error if missing
     value, policy = config.value.enabled, config.policy.enabled
     critic = value and config.value.kind == ValueKind.CRITIC  # pessimism is the critics' only
-    has = {"value": value, "policy": policy, "critic": critic}
+    env = make_env(config.env, **config.env_kwargs)
+    ranges = tasks.get(config.env, env).has_healthy_ranges
+    env.close()
+    has = {"value": value, "policy": policy, "critic": critic, "healthy ranges": ranges}
+    part_of = {"value.pessimism": "critic", "search.safety_margin": "healthy ranges"}
 
     def needs(changes: dict[str, Any] | str) -> set[str]:
         if changes == PRIOR_ALONE:
             return {"policy"}
-        parts = {"critic" if path == "value.pessimism" else path.split(".")[0] for path in changes}
+        parts = {part_of.get(path, path.split(".")[0]) for path in changes}
         return parts & set(has)
 
     return {label: ch for label, ch in settings.items() if all(has[p] for p in needs(ch))}

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from dynaplan.errors import ConfigError
+
 RewardFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 TerminationFn = Callable[[Tensor], Tensor]
 
@@ -46,6 +48,22 @@ class Task:
         The default never terminates (e.g. HalfCheetah).
         """
         return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
+
+    @property
+    def has_healthy_ranges(self) -> bool:
+        """Whether :meth:`with_safety_margin` takes a positive margin."""
+        return type(self).with_safety_margin is not Task.with_safety_margin
+
+    def with_safety_margin(self, margin: float) -> Task:
+        """This task with its healthy ranges pulled in by ``margin`` at every bound, in reward
+        and termination alike: what a planner should aim for when the model is off by about
+        ``margin`` near a bound. Only tasks with healthy ranges support a positive margin."""
+        if margin == 0:
+            return self
+        raise ConfigError(
+            f"{type(self).__name__} has no healthy ranges to pull in; "
+            f"search.safety_margin must be 0, got {margin}"
+        )
 
     def equilibrium(self) -> tuple[Tensor, Tensor] | None:
         """``(obs* [S], act* [A])`` that a regulation task holds the system at, around which

@@ -23,6 +23,7 @@ For a symmetric angle range the margin is ``θ_max − |θ|``, the paper's form.
 
 from __future__ import annotations
 
+import copy
 import math
 from functools import reduce
 from typing import Any
@@ -198,13 +199,15 @@ class _HealthyLocomotionTask(_LocomotionTask):
     """A locomotion task with a healthy-state rule: soft in the reward, exact in termination.
 
     ``r = (forward_reward_weight·vx' + healthy_reward)·tanh(k·m(next_obs)) − ctrl cost
-    − state cost``, with ``m`` the signed health margin of the subclass.
+    − state cost``, with ``m`` the signed health margin of the subclass less the safety margin
+    (0 unless set by :meth:`with_safety_margin`).
     """
 
     def __init__(self, env: gym.Env, *, sharpness: float = DEFAULT_SHARPNESS) -> None:
         super().__init__(env)
         env = env.unwrapped
         self.sharpness = float(sharpness)
+        self.safety_margin = 0.0  # see with_safety_margin
         self.healthy_reward = float(_read(env, "_healthy_reward"))
         self.terminate_when_unhealthy = bool(_read(env, "_terminate_when_unhealthy"))
         self.healthy_z_range = _float_pair(_read(env, "_healthy_z_range"))
@@ -221,16 +224,30 @@ class _HealthyLocomotionTask(_LocomotionTask):
         """Costs read from the next observation besides control (none by default): ``[...]``."""
         return next_obs.new_zeros(next_obs.shape[:-1])
 
+    def with_safety_margin(self, margin: float) -> _HealthyLocomotionTask:
+        """A copy whose reward and termination treat a state as unhealthy once its health
+        margin falls to ``margin`` (in the ranges' own units: metres for ``z``, radians for
+        angles); the exact rule still applies on top."""
+        if not margin >= 0:
+            raise ConfigError(f"the safety margin must be >= 0, got {margin}")
+        task = copy.copy(self)
+        task.safety_margin = float(margin)
+        return task
+
     def reward(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
         gain = self.forward_reward_weight * self.forward_velocity(next_obs) + self.healthy_reward
-        health = soft_health(self.health_margin(next_obs), self.sharpness)
+        margin = self.health_margin(next_obs) - self.safety_margin
+        health = soft_health(margin, self.sharpness)
         costs = control_cost(act, self.ctrl_cost_weight) + self.state_cost(next_obs)
         return gain * health - costs
 
     def terminated(self, next_obs: Tensor) -> Tensor:
         if not self.terminate_when_unhealthy:
             return super().terminated(next_obs)
-        return ~self.is_healthy(next_obs)
+        unhealthy = ~self.is_healthy(next_obs)
+        if self.safety_margin:
+            unhealthy = unhealthy | (self.health_margin(next_obs) <= self.safety_margin)
+        return unhealthy
 
 
 class _PlanarWalkerTask(_HealthyLocomotionTask):

@@ -13,6 +13,7 @@ from dynaplan.analysis.ablation import (
     write_ablation,
 )
 from dynaplan.cli import main
+from dynaplan.config import TrainConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.evaluation import evaluate
@@ -59,11 +60,17 @@ def test_learned_parts_cannot_be_changed_or_switched_on(value_policy_run, plain_
         load_mpc_agent(plain_run, "cpu", {"value.enabled": True})
     with pytest.raises(ConfigError, match="horizon must be positive"):
         load_mpc_agent(plain_run, "cpu", {"horizon": 0})
+    with pytest.raises(ConfigError, match="no healthy ranges"):
+        load_mpc_agent(plain_run, "cpu", {"search.safety_margin": 0.03})
+
+
+TOY_SETTINGS = [label for label in DEFAULT_SETTINGS if label != "safety margin 0.03"]
+"""The point mass has no healthy ranges to pull in."""
 
 
 def test_every_setting_plays_the_same_episodes(value_policy_run, tmp_path):
     scores = ablate(value_policy_run, episodes=2, seed=7)
-    assert [s.setting for s in scores] == list(DEFAULT_SETTINGS)
+    assert [s.setting for s in scores] == TOY_SETTINGS
     by_setting = {s.setting: s for s in scores}
     env = make_env(toy_config().env)
     agent, _ = load_mpc_agent(value_policy_run, "cpu", {"search.compile": False})
@@ -76,11 +83,16 @@ def test_every_setting_plays_the_same_episodes(value_policy_run, tmp_path):
     assert [f.name for f in files] == ["ablation_toy.json", "ablation_toy.png"]
     written = json.loads(files[0].read_text())
     assert written["env_steps"] == 300 and written["episodes"] == 2
-    assert [r["setting"] for r in written["results"]] == list(DEFAULT_SETTINGS)
+    assert [r["setting"] for r in written["results"]] == TOY_SETTINGS
 
 
 def test_settings_that_need_a_missing_part_are_left_out(plain_run, tmp_path):
     assert list(applicable_settings(plain_run)) == ["as trained", "1 Adam step", "H 5"]
+    hopper = tmp_path / "hopper"
+    hopper.mkdir()
+    TrainConfig(env="Hopper-v5").save(hopper / "config.json")
+    (hopper / "checkpoint.pt").touch()  # applicable_settings reads only the config
+    assert "safety margin 0.03" in applicable_settings(hopper)
     with pytest.raises(CheckpointError, match="no run folder"):
         ablate(tmp_path / "nothing", episodes=1, seed=0)
 

@@ -325,6 +325,37 @@ def test_soft_health_sign_and_margin():
     assert health[0] < 0 < health[1] < health[2] and health[3] < 0
 
 
+def test_safety_margin_pulls_the_healthy_ranges_in():
+    task = _task("Hopper")
+    safe = task.with_safety_margin(0.03)
+    obs = torch.zeros(3, task.obs_dim)
+    obs[:, 0] = 1.25  # z well inside (0.7, inf)
+    obs[:, 1] = torch.tensor([0.0, 0.18, 0.21])  # torso angle; the env's range is (-0.2, 0.2)
+    act = torch.zeros(3, 3)
+    assert task.terminated(obs).tolist() == [False, False, True]
+    assert safe.terminated(obs).tolist() == [False, True, True]
+    exact, shrunk = task.reward(obs, act, obs), safe.reward(obs, act, obs)
+    assert shrunk[1] < 0 < exact[1]  # 0.02 inside the exact range, 0.01 outside the shrunk one
+    torch.testing.assert_close(shrunk[0], exact[0], atol=0.01, rtol=0)  # far inside: the same
+    assert task.safety_margin == 0 and safe.healthy_angle_range == task.healthy_angle_range
+
+
+@pytest.mark.parametrize("name", WITH_HEALTH)
+def test_every_task_with_healthy_ranges_takes_a_margin(name):
+    task = _task(name)
+    assert task.has_healthy_ranges and task.with_safety_margin(0.05).safety_margin == 0.05
+    with pytest.raises(ConfigError, match=">= 0"):
+        task.with_safety_margin(-0.1)
+
+
+@pytest.mark.parametrize("name", ["InvertedPendulum", "HalfCheetah"])
+def test_a_margin_needs_healthy_ranges(name):
+    task = _task(name)
+    assert not task.has_healthy_ranges and task.with_safety_margin(0) is task
+    with pytest.raises(ConfigError, match=r"search\.safety_margin must be 0"):
+        task.with_safety_margin(0.03)
+
+
 # --- construction and the registry -------------------------------------------------------
 
 

@@ -1,11 +1,13 @@
 """What limits a trained run's MPC: its checkpoint under changed planning settings.
 
     python benchmarks/ablation.py runs/long/ant-vp-seed0 --name ant --episodes 3
+    python benchmarks/ablation.py RUN --name hopper --settings "as trained" "safety margin 0.03"
 
 Writes ``benchmarks/results/ablation_NAME.json`` and ``.png``: the return of the same
 evaluation episodes as trained, with the prior alone, without the terminal value or the
-prior, planning only around the prior, with 1 Adam step, over H = 5 and with pessimistic
-critics (those the run has parts for; see ``dynaplan.analysis.ablation``).
+prior, planning only around the prior, with 1 Adam step, over H = 5, with pessimistic
+critics and with a safety margin (those the run has parts for, or those ``--settings`` names;
+see ``dynaplan.analysis.ablation``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from dynaplan.analysis.ablation import ablate, write_ablation
+from dynaplan.analysis.ablation import DEFAULT_SETTINGS, ablate, select_settings, write_ablation
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -28,9 +30,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--note", default="", help="how the run was made, for the README row")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--settings", nargs="*", default=[], metavar="LABEL", help=f"of {list(DEFAULT_SETTINGS)}"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    scores = ablate(args.run_dir, args.episodes, args.seed)
+    scores = ablate(args.run_dir, args.episodes, args.seed, select_settings(args.settings))
     for s in scores:
         print(
             f"{s.setting:<32} return {s.return_mean:8.1f} ± {s.return_std:6.1f}   "

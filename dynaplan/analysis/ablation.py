@@ -63,6 +63,15 @@ class AblationScore:
     ms_per_step: float
 
 
+def select_settings(labels: list[str]) -> dict[str, dict[str, Any] | str]:
+    """The :data:`DEFAULT_SETTINGS` named by ``labels``, in that order (all for none)."""
+    unknown = [label for label in labels if label not in DEFAULT_SETTINGS]
+    if unknown:
+        known = ", ".join(repr(label) for label in DEFAULT_SETTINGS)
+        raise ConfigError(f"unknown ablation setting(s) {unknown}; known: {known}")
+    return {label: DEFAULT_SETTINGS[label] for label in labels} if labels else DEFAULT_SETTINGS
+
+
 def applicable_settings(
     run_dir: str | Path, settings: dict[str, dict[str, Any] | str] = DEFAULT_SETTINGS
 ) -> dict[str, dict[str, Any] | str]:

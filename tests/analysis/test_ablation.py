@@ -10,6 +10,7 @@ from dynaplan.analysis.ablation import (
     PRIOR_ALONE,
     ablate,
     applicable_settings,
+    select_settings,
     write_ablation,
 )
 from dynaplan.cli import main
@@ -104,3 +105,10 @@ def test_evaluate_plans_with_changes_from_the_command_line(plain_run, capsys):
     assert "FIELD=VALUE" in one_line_error(capsys)
     assert main(["evaluate", str(plain_run), "--change", "model=pets"]) == 2
     assert "cannot be changed" in one_line_error(capsys)
+
+
+def test_settings_are_selected_by_label():
+    assert list(select_settings(["H 5", "as trained"])) == ["H 5", "as trained"]
+    assert select_settings([]) == DEFAULT_SETTINGS
+    with pytest.raises(ConfigError, match=r"unknown ablation setting.*'H 5'"):
+        select_settings(["H 4"])

@@ -211,6 +211,10 @@ EXPERIMENT_REFERENCES = {
         "issue #7 target: 3,000 at 100k (3 seeds); experiment hopper-long: 3,205 ± 218 at 100k, "
         "fresh evaluations 2,495; paper 200–300"
     ),
+    "hopper-value-prior": (
+        "issue #7 target: 3,000 at 100k (3 seeds); MBPO ≈ 3,000 at 70–100k; SB3 SAC ≈ 3,000 "
+        "only after 1M; paper 200–300"
+    ),
     "ant-value-prior": (
         "issue #7 target: 3,000 at 200k; MBBL PETS-CEM 1,166 at 200k; paper: MBRL near the "
         "zero-action policy (997)"

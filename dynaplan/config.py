@@ -186,6 +186,9 @@ class PolicyConfig:
     each refit: one that lowers this return by more than check_tolerance is undone (0: off)."""
     check_tolerance: float = 0.05
     """Share of the previous check return a refit may lose and still be kept."""
+    safety_margin: float = 0.0
+    """Train and check the prior against the healthy ranges pulled in by this much, as
+    search.safety_margin does for the planner (the value still learns the exact task)."""
 
 
 @dataclass
@@ -294,6 +297,8 @@ class TrainConfig:
             raise ConfigError("policy sizes, horizon, batch_size and updates must be positive")
         if pi.check_horizon < 0 or pi.check_tolerance < 0:
             raise ConfigError("policy.check_horizon and policy.check_tolerance cannot be negative")
+        if not pi.safety_margin >= 0:
+            raise ConfigError(f"policy.safety_margin must be >= 0, got {pi.safety_margin}")
         if pi.collect and not pi.enabled:
             raise ConfigError("policy.collect acts with the policy prior: add --policy.enabled")
         if not (0 < pi.gamma <= 1 and pi.lr > 0 and 0 <= pi.share <= 1 and pi.noise >= 0):

@@ -27,7 +27,12 @@ import torch
 from tqdm.auto import tqdm
 
 from dynaplan import tasks
-from dynaplan.agents.factory import build_model, build_mpc_agent, resolve_device
+from dynaplan.agents.factory import (
+    build_model,
+    build_mpc_agent,
+    build_policy_trainer,
+    resolve_device,
+)
 from dynaplan.agents.mpc import MPCAgent
 from dynaplan.analysis.curves import plot_learning_curve
 from dynaplan.buffer import ReplayBuffer
@@ -37,7 +42,7 @@ from dynaplan.errors import ConfigError
 from dynaplan.evaluation import evaluate, evaluation_seed
 from dynaplan.lqr import LQRValue
 from dynaplan.models import FitResult, ModelTrainer
-from dynaplan.policy import PolicyAgent, PolicyFit, PolicyTrainer
+from dynaplan.policy import PolicyAgent, PolicyFit
 from dynaplan.rundir import MetricsHook, RunDir
 from dynaplan.values import ModelExpansion, ValueEnsemble, ValueTrainer
 
@@ -77,7 +82,9 @@ def _check_runnable(config: TrainConfig) -> None:
     resolve_device(config.device)
     env = make_env(config.env, **config.env_kwargs)
     try:
-        tasks.get(config.env, env).with_safety_margin(config.search.safety_margin)
+        task = tasks.get(config.env, env)
+        task.with_safety_margin(config.search.safety_margin)
+        task.with_safety_margin(config.policy.safety_margin)
     finally:
         env.close()
     if config.tensorboard:
@@ -158,21 +165,7 @@ def _run(
     )
     value_loss = math.nan
     pi = config.policy
-    policy_trainer = (
-        PolicyTrainer(
-            agent.policy,
-            model,
-            agent.task,
-            pi.horizon or config.horizon,
-            pi.gamma,
-            pi.lr,
-            terminal_value=critic,
-            check_horizon=pi.check_horizon,
-            check_tolerance=pi.check_tolerance,
-        )
-        if agent.policy is not None
-        else None
-    )
+    policy_trainer = build_policy_trainer(config, agent)
     policy_fit = PolicyFit(math.nan, kept_previous=False)
     first_iteration, trained, fit = 1, False, FitResult(math.nan, math.nan, 0)
     wall_offset = 0.0

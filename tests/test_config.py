@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dynaplan import loop
-from dynaplan.agents.factory import build_mpc_agent
+from dynaplan.agents.factory import build_mpc_agent, build_policy_trainer
 from dynaplan.config import TrainConfig, config_from_dict, load_preset
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
@@ -75,6 +75,25 @@ def test_a_safety_margin_shrinks_what_the_planner_aims_for_not_what_is_learned(t
     with pytest.raises(ConfigError, match="no healthy ranges"):
         loop.train(pendulum, tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+def test_the_prior_can_learn_the_margin_shrunk_task_the_planner_aims_for(tmp_path):
+    with pytest.raises(ConfigError, match=r"policy\.safety_margin must be >= 0"):
+        TrainConfig().with_fields({"policy.safety_margin": -0.1}).validate()
+    fields = {"policy.enabled": True, "search.safety_margin": 0.03}
+    config = TrainConfig(env="Hopper-v5").with_fields(fields).validate()
+    agent = build_mpc_agent(config, make_env(config.env), torch.device("cpu"))
+    assert build_policy_trainer(config, agent).task.safety_margin == 0  # by default, exact
+    config = config.with_fields({"policy.safety_margin": 0.05}).validate()
+    assert build_policy_trainer(config, agent).task.safety_margin == 0.05
+    assert agent.task.safety_margin == 0  # the value still learns the exact task
+    plain = TrainConfig(env="Hopper-v5").validate()
+    plain_agent = build_mpc_agent(plain, make_env(plain.env), torch.device("cpu"))
+    assert build_policy_trainer(plain, plain_agent) is None
+    pendulum = TrainConfig().with_fields({"policy.safety_margin": 0.03}).validate()
+    with pytest.raises(ConfigError, match="no healthy ranges"):
+        loop.train(pendulum, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_preset_can_start_from_another_and_change_some_fields():

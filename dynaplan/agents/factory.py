@@ -17,7 +17,7 @@ from dynaplan.errors import ConfigError
 from dynaplan.lqr import LQRValue
 from dynaplan.models import DynamicsModel
 from dynaplan.planners import make_planner
-from dynaplan.policy import PolicyPrior
+from dynaplan.policy import PolicyPrior, PolicyTrainer
 from dynaplan.rundir import RunDir
 from dynaplan.tasks import Task
 from dynaplan.types import ValueKind
@@ -127,6 +127,25 @@ PLANNING_FIELDS = (
 )
 """The fields a trained run can be evaluated with changed: how it plans with what it learned
 (a trained value or prior can be switched off, not on)."""
+
+
+def build_policy_trainer(config: TrainConfig, agent: MPCAgent) -> PolicyTrainer | None:
+    """The trainer of ``agent``'s policy prior (None without one), through its model and value,
+    on its task pulled in by ``policy.safety_margin``."""
+    if agent.policy is None:
+        return None
+    pi = config.policy
+    return PolicyTrainer(
+        agent.policy,
+        agent.model,
+        agent.task.with_safety_margin(pi.safety_margin),
+        pi.horizon or config.horizon,
+        pi.gamma,
+        pi.lr,
+        terminal_value=agent.terminal_value,
+        check_horizon=pi.check_horizon,
+        check_tolerance=pi.check_tolerance,
+    )
 
 
 def load_mpc_agent(

@@ -62,7 +62,7 @@ class Task:
             return self
         raise ConfigError(
             f"{type(self).__name__} has no healthy ranges to pull in; "
-            f"search.safety_margin must be 0, got {margin}"
+            f"a safety margin (search.safety_margin, policy.safety_margin) must be 0, got {margin}"
         )
 
     def equilibrium(self) -> tuple[Tensor, Tensor] | None:

@@ -352,7 +352,7 @@ def test_every_task_with_healthy_ranges_takes_a_margin(name):
 def test_a_margin_needs_healthy_ranges(name):
     task = _task(name)
     assert not task.has_healthy_ranges and task.with_safety_margin(0) is task
-    with pytest.raises(ConfigError, match=r"search\.safety_margin must be 0"):
+    with pytest.raises(ConfigError, match=r"policy\.safety_margin\) must be 0"):
         task.with_safety_margin(0.03)
 
 

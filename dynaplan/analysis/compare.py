@@ -129,6 +129,8 @@ def run_label(config: dict[str, Any]) -> str:
         return label + (f" from {Path(init).name}" if init else "")
     if "planner" in config:
         label = f"mbrl {config['planner']} {config.get('model', '?')} H{config.get('horizon', '?')}"
+        if margin := config.get("search", {}).get("safety_margin"):
+            label += f" margin {margin:g}"
         value = config.get("value", {})
         if value.get("enabled"):
             label += " + lqr value" if value.get("kind") == "lqr" else " + value"
@@ -141,6 +143,8 @@ def run_label(config: dict[str, Any]) -> str:
                 for note, key in (("collects", "collect"), ("checked", "check_horizon"))
                 if policy.get(key)
             ]
+            if margin := policy.get("safety_margin"):
+                notes.append(f"margin {margin:g}")
             label += " + policy" + (f" ({', '.join(notes)})" if notes else "")
         return label
     return str(config.get("algo") or config.get("kind") or "run")

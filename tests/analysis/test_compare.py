@@ -63,6 +63,10 @@ def test_labels_from_configs():
     assert run_label(longer) == "mbrl grad mlp H10 + policy (H30, checked)"
     same = {**MBRL, "policy": {"enabled": True, "horizon": 10}}
     assert run_label(same) == "mbrl grad mlp H10 + policy"
+    safe = {**MBRL, "search": {"safety_margin": 0.03}, "policy": {**longer["policy"]}}
+    assert run_label(safe) == "mbrl grad mlp H10 margin 0.03 + policy (H30, checked)"
+    safe["policy"]["safety_margin"] = 0.05
+    assert run_label(safe) == "mbrl grad mlp H10 margin 0.03 + policy (H30, checked, margin 0.05)"
 
 
 def test_a_policy_priors_own_evaluations_form_a_group_of_their_own(tmp_path):

@@ -47,6 +47,7 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any] | str] = {
     "H 5": {"horizon": 5},
     "critic pessimism 1": {"value.pessimism": 1.0},
     "safety margin 0.03": {"search.safety_margin": 0.03},
+    "1 Adam step, safety margin 0.03": {"search.iterations": 1, "search.safety_margin": 0.03},
 }
 """The ablations of a run with a terminal value and a policy prior; those that need a part
 the run does not have are left out."""

@@ -30,7 +30,7 @@ def toy_experiment(monkeypatch):
 def test_runs_every_variant_and_seed_then_compares(toy_experiment, tmp_path):
     result = experiments.run_experiment(toy_experiment, seeds=2, out=tmp_path)
     labels = {s.label: len(s.runs) for s in result.comparison.summaries}
-    assert labels == {"mbrl grad mlp H3": 2, "zero": 2}
+    assert labels == {"mbrl grad mlp H3 5 Adam steps": 2, "zero": 2}
     for name in ("curves.png", "summary.csv", "summary.md"):
         assert (tmp_path / "compare" / name).is_file()
     mbrl = next(s for s in result.comparison.summaries if s.label.startswith("mbrl"))
@@ -55,7 +55,8 @@ def test_chosen_variants_run_alone_and_compare_with_the_rest(toy_experiment, tmp
     result = experiments.run_experiment(
         toy_experiment, seeds=1, out=tmp_path, execution=one_job, variants=["mbrl"]
     )
-    assert {s.label for s in result.comparison.summaries} == {"mbrl grad mlp H3", "zero"}
+    mpc = "mbrl grad mlp H3 5 Adam steps"
+    assert {s.label for s in result.comparison.summaries} == {mpc, "zero"}
     with pytest.raises(ConfigError, match=r"no variant\(s\) \['walk'\]; choose from"):
         experiments.run_experiment(toy_experiment, seeds=1, out=tmp_path, variants=["walk"])
 
@@ -108,9 +109,9 @@ def test_pendulum_small_budget_end_to_end(tmp_path):
     result = experiments.run_experiment("pendulum", seeds=1, out=tmp_path, budget="small")
     labels = {s.label for s in result.comparison.summaries}
     assert labels == {
-        "mbrl grad mlp H1",
-        "mbrl grad mlp H10",
-        "mbrl grad mlp H3 + lqr value",
+        "mbrl grad mlp H1 2 Adam steps",
+        "mbrl grad mlp H10 2 Adam steps",
+        "mbrl grad mlp H3 2 Adam steps + lqr value",
         "ppo",
     }
 
@@ -160,7 +161,7 @@ def test_a_run_that_stopped_at_its_target_return_counts_as_finished(tmp_path):
 def test_beyond_small_budget_runs_mpc_value_policy_mbpo_and_sac_side_by_side(tmp_path):
     result = experiments.run_experiment("beyond", seeds=1, out=tmp_path, budget="small")
     labels = {s.label for s in result.comparison.summaries}
-    mpc = "mbrl grad mlp H10"
+    mpc = "mbrl grad mlp H10 2 Adam steps"  # the small budget plans with 2
     prior = f"{mpc} + value + policy"  # with the hopper preset's start-state check
     assert labels == {
         mpc,

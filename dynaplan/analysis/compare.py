@@ -2,11 +2,11 @@
 env steps to reach a return threshold.
 
 Runs are grouped by the ``label`` in their ``config.json`` or one derived from it
-(``mbrl grad mlp H10``, ``ppo``, ``ppo zoo``, ``zero``, ...); each run of a group counts as
-one seed. A run with a policy prior also counts in a group ``LABEL: prior alone``, from its
-evaluations of the prior acting without planning. Confidence intervals are percentile
-bootstraps of the mean over seeds (2000 resamples, fixed seed), so the same runs always give
-the same figures.
+(``mbrl grad mlp H10 5 Adam steps``, ``ppo``, ``ppo zoo``, ``zero``, ...); each run of a
+group counts as one seed. A run with a policy prior also counts in a group ``LABEL: prior
+alone``, from its evaluations of the prior acting without planning. Confidence intervals are
+percentile bootstraps of the mean over seeds (2000 resamples, fixed seed), so the same runs
+always give the same figures.
 """
 
 from __future__ import annotations
@@ -129,7 +129,11 @@ def run_label(config: dict[str, Any]) -> str:
         return label + (f" from {Path(init).name}" if init else "")
     if "planner" in config:
         label = f"mbrl {config['planner']} {config.get('model', '?')} H{config.get('horizon', '?')}"
-        if margin := config.get("search", {}).get("safety_margin"):
+        search = config.get("search", {})
+        if (steps := search.get("iterations")) is not None:  # how hard each plan optimises
+            unit = "Adam step" if config["planner"] == "grad" else "iteration"
+            label += f" {steps} {unit}" + ("" if steps == 1 else "s")
+        if margin := search.get("safety_margin"):
             label += f" margin {margin:g}"
         value = config.get("value", {})
         if value.get("enabled"):

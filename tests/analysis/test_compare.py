@@ -67,6 +67,10 @@ def test_labels_from_configs():
     assert run_label(safe) == "mbrl grad mlp H10 margin 0.03 + policy (H30, checked)"
     safe["policy"]["safety_margin"] = 0.05
     assert run_label(safe) == "mbrl grad mlp H10 margin 0.03 + policy (H30, checked, margin 0.05)"
+    one_step = {**MBRL, "search": {"iterations": 1, "safety_margin": 0.03}}
+    assert run_label(one_step) == "mbrl grad mlp H10 1 Adam step margin 0.03"
+    cem = {**MBRL, "planner": "cem", "search": {"iterations": 5}}
+    assert run_label(cem) == "mbrl cem mlp H10 5 iterations"
 
 
 def test_a_policy_priors_own_evaluations_form_a_group_of_their_own(tmp_path):
@@ -245,6 +249,6 @@ def test_a_real_mbrl_run_and_a_zero_baseline_compare(tmp_path):
     run_baseline(zero, tmp_path / "zero")
     result = compare([str(tmp_path / "*")], tmp_path / "cmp", threshold=-10, log_x=True)
     by_label = {s.label: s for s in result.summaries}
-    assert set(by_label) == {"mbrl grad mlp H3", "zero"}
+    assert set(by_label) == {"mbrl grad mlp H3 5 Adam steps", "zero"}
     assert [b.budget for b in by_label["zero"].budgets] == [300]
     assert (tmp_path / "cmp" / "curves.png").stat().st_size > 0

@@ -101,7 +101,8 @@ def test_a_preset_can_start_from_another_and_change_some_fields():
     assert long.value.enabled and long.policy.enabled and long.total_steps == 100_000
     assert long.policy.check_horizon == hopper.policy.check_horizon == 100  # kept
     assert long.policy.horizon == 30 and long.horizon == hopper.horizon == 10
-    assert long.dynamics == hopper.dynamics and long.search == hopper.search
+    assert long.dynamics == hopper.dynamics and long.search.lr == hopper.search.lr  # kept
+    assert long.search.iterations == 1 and long.search.safety_margin == 0.03  # changed
     full_obs = load_preset("ant105-value-prior")
     assert full_obs.env_kwargs == {"include_cfrc_ext_in_observation": True}
     assert load_preset("ant-value-prior").env_kwargs == {"include_cfrc_ext_in_observation": False}

@@ -351,9 +351,9 @@ def plot_comparison(
     ax.set_ylabel("evaluation return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    # below the axes, so no number of groups or length of label hides a curve
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -79,7 +79,10 @@ def _mbrl(preset: str, budget: Budget, **changes) -> TrainConfig:
         config.eval_episodes = budget.eval_episodes
         # eager: a one-off compile would take longer than the whole small run
         config.search = dataclasses.replace(
-            config.search, num_candidates=4, iterations=2, compile=False
+            config.search,
+            num_candidates=4,
+            iterations=min(config.search.iterations or 2, 2),
+            compile=False,
         )
         config.dynamics = dataclasses.replace(config.dynamics, max_epochs=5)
     return config
@@ -145,13 +148,15 @@ def _ant(budget: Budget, out: Path) -> dict[str, RunConfig]:
 def _beyond(budget: Budget, out: Path) -> dict[str, RunConfig]:
     """Issue #7's comparison on Hopper-v5 at 100k env steps: the paper's plain gradient MPC,
     + terminal value, + value and policy prior (collecting by MPC, or by the prior itself),
-    MBPO and SAC, on the same budget."""
+    the hopper-value-prior preset (its prior over 30 steps, 1 Adam step per plan, a safety
+    margin), MBPO and SAC, on the same budget."""
     return _beyond_variants("hopper", 100_000, budget, MBPOConfig(env="Hopper-v5"))
 
 
 def _beyond_ant(budget: Budget, out: Path) -> dict[str, RunConfig]:
-    """The same comparison on Ant-v5 (the paper's 27-dim observation) at 200k env steps; MBPO
-    with its Ant rollout schedule (length 1 growing to 25 over env steps 20k-100k)."""
+    """The same comparison on Ant-v5 (the paper's 27-dim observation) at 200k env steps, with
+    the ant-value-prior preset; MBPO with its Ant rollout schedule (length 1 growing to 25 over
+    env steps 20k-100k)."""
     mbpo = MBPOConfig(
         env="Ant-v5", env_kwargs=dict(ANT_OBS27), rollout_max_length=25, rollout_grow_to=100_000
     )
@@ -187,6 +192,7 @@ def _beyond_variants(
             policy=dataclasses.replace(policy, collect=True),
             **mbrl_steps,
         ),
+        "mbrl-value-prior-preset": _mbrl(f"{preset}-value-prior", budget, **mbrl_steps),
         "mbpo": _mbpo(
             dataclasses.replace(mbpo, total_steps=steps, eval_every=every, eval_episodes=5), budget
         ),

@@ -148,8 +148,7 @@ def _ant(budget: Budget, out: Path) -> dict[str, RunConfig]:
 def _beyond(budget: Budget, out: Path) -> dict[str, RunConfig]:
     """Issue #7's comparison on Hopper-v5 at 100k env steps: the paper's plain gradient MPC,
     + terminal value, + value and policy prior (collecting by MPC, or by the prior itself),
-    the hopper-value-prior preset (its prior over 30 steps, 1 Adam step per plan, a safety
-    margin), MBPO and SAC, on the same budget."""
+    the hopper-value-prior preset as it ships, MBPO and SAC, on the same budget."""
     return _beyond_variants("hopper", 100_000, budget, MBPOConfig(env="Hopper-v5"))
 
 

@@ -109,6 +109,17 @@ class ReplayBuffer:
         for i in range(len(other)):
             self.add(*(getattr(other, key)[i] for key in _FIELDS))
 
+    def last(self, count: int) -> ReplayBuffer:
+        """A new buffer (no journal) holding copies of the most recent ``count`` transitions."""
+        if count <= 0:
+            raise ValueError(f"count must be positive, got {count}")
+        count = min(count, self._size)
+        part = ReplayBuffer(self.obs_dim, self.act_dim, capacity=count)
+        for key in _FIELDS:
+            part._data[key][:count] = getattr(self, key)[self._size - count :]
+        part._size = count
+        return part
+
     def mark_last_truncated(self) -> None:
         """End an episode that was cut off (e.g. by a kill) so splits stay clean."""
         if self._size and not (self.terminated[-1] or self.truncated[-1]):

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import tyro
 
@@ -329,6 +329,7 @@ def _evaluate(args: list[str]) -> None:
     from dynaplan.envs import make_env
     from dynaplan.evaluation import evaluate
     from dynaplan.policy import PolicyAgent
+    from dynaplan.sweep import parse_assignments
 
     command = tyro.cli(EvaluateCommand, args=args, prog="dynaplan evaluate")
     baseline, mbpo = is_baseline_run(command.run_dir), is_mbpo_run(command.run_dir)
@@ -339,7 +340,7 @@ def _evaluate(args: list[str]) -> None:
     elif mbpo:
         agent, config = load_mbpo_agent(command.run_dir)
     else:
-        agent, config = load_mpc_agent(command.run_dir, changes=_assignments(command.change))
+        agent, config = load_mpc_agent(command.run_dir, changes=parse_assignments(command.change))
     if command.no_plan:
         if getattr(agent, "policy", None) is None:
             raise ConfigError(
@@ -356,19 +357,6 @@ def _evaluate(args: list[str]) -> None:
         f"over {command.episodes} episodes"
     )
     print("returns:", " ".join(f"{r:.1f}" for r in result.returns))
-
-
-def _assignments(items: tuple[str, ...]) -> dict[str, Any]:
-    """``("horizon=5", "value.enabled=false")`` -> ``{"horizon": 5, "value.enabled": False}``."""
-    from dynaplan.sweep import parse_yaml
-
-    changes = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ConfigError(f"--change takes FIELD=VALUE (e.g. horizon=5), got {item!r}")
-        changes[name] = parse_yaml(value)
-    return changes
 
 
 def _demo(args: list[str]) -> None:

@@ -26,6 +26,7 @@ import dataclasses
 import itertools
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,17 @@ _Loader.add_implicit_resolver(
 def parse_yaml(text: str) -> Any:
     """A YAML document or value (``0.1``, ``1e-3``, ``cem``, ``[1, 5]``) as Python data."""
     return yaml.load(text, Loader=_Loader)  # a SafeLoader: builds plain data only
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """``["horizon=5", "value.enabled=false"]`` -> ``{"horizon": 5, "value.enabled": False}``."""
+    changes = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"changes take FIELD=VALUE (e.g. horizon=5), got {item!r}")
+        changes[name.strip()] = parse_yaml(value)
+    return changes
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:

@@ -45,6 +45,19 @@ def test_npz_round_trip_is_exact(tmp_path):
         np.testing.assert_array_equal(getattr(loaded, column), getattr(buffer, column))
 
 
+def test_last_copies_the_most_recent_rows_and_leaves_the_buffer_alone():
+    buffer = filled()
+    part = buffer.last(10)
+    assert len(part) == 10
+    for column in ("obs", "action", "reward", "next_obs", "terminated", "truncated", "episode"):
+        np.testing.assert_array_equal(getattr(part, column), getattr(buffer, column)[-10:])
+    part.obs[0] = 99.0
+    assert not (buffer.obs == 99.0).any()
+    assert len(buffer.last(1000)) == len(buffer)
+    with pytest.raises(ValueError, match="positive"):
+        buffer.last(0)
+
+
 def test_loading_a_missing_file_says_so(tmp_path):
     with pytest.raises(CheckpointError, match="no replay buffer"):
         ReplayBuffer.load(tmp_path / "missing.npz")

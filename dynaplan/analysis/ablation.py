@@ -32,6 +32,7 @@ from dynaplan.errors import ConfigError
 from dynaplan.evaluation import evaluate
 from dynaplan.policy import PolicyAgent
 from dynaplan.rundir import RunDir, last_evaluation
+from dynaplan.sweep import parse_assignments
 from dynaplan.types import ValueKind
 
 PRIOR_ALONE = "prior alone"
@@ -65,12 +66,25 @@ class AblationScore:
 
 
 def select_settings(labels: list[str]) -> dict[str, dict[str, Any] | str]:
-    """The :data:`DEFAULT_SETTINGS` named by ``labels``, in that order (all for none)."""
-    unknown = [label for label in labels if label not in DEFAULT_SETTINGS]
+    """The :data:`DEFAULT_SETTINGS` named by ``labels``, in that order (all for none).
+
+    A label holding ``=`` is a setting of its own: comma-separated planning changes, e.g.
+    ``"search.safety_margin=0.15"`` or ``"horizon=5, search.iterations=1"``.
+    """
+    if not labels:
+        return DEFAULT_SETTINGS
+    unknown = [label for label in labels if label not in DEFAULT_SETTINGS and "=" not in label]
     if unknown:
         known = ", ".join(repr(label) for label in DEFAULT_SETTINGS)
-        raise ConfigError(f"unknown ablation setting(s) {unknown}; known: {known}")
-    return {label: DEFAULT_SETTINGS[label] for label in labels} if labels else DEFAULT_SETTINGS
+        raise ConfigError(
+            f"unknown ablation setting(s) {unknown}; known: {known}, or FIELD=VALUE changes"
+        )
+    return {
+        label: DEFAULT_SETTINGS[label]
+        if label in DEFAULT_SETTINGS
+        else parse_assignments(label.split(","))
+        for label in labels
+    }
 
 
 def applicable_settings(

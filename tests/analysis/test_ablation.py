@@ -113,3 +113,19 @@ def test_settings_are_selected_by_label():
     assert select_settings([]) == DEFAULT_SETTINGS
     with pytest.raises(ConfigError, match=r"unknown ablation setting.*'H 5'"):
         select_settings(["H 4"])
+
+
+def test_a_label_with_assignments_is_its_own_setting(plain_run):
+    settings = select_settings(["as trained", "search.safety_margin=0.15", "horizon=5, H=x"])
+    assert settings == {
+        "as trained": {},
+        "search.safety_margin=0.15": {"search.safety_margin": 0.15},
+        "horizon=5, H=x": {"horizon": 5, "H": "x"},
+    }
+    with pytest.raises(ConfigError, match="FIELD=VALUE"):
+        select_settings(["horizon=5, oops"])
+
+    (score,) = ablate(plain_run, episodes=1, seed=3, settings=select_settings(["horizon=2"]))
+    agent, config = load_mpc_agent(plain_run, "cpu", {"search.compile": False, "horizon": 2})
+    assert score.changes == {"horizon": 2} and agent.planner.horizon == 2
+    assert score.returns == evaluate(agent, make_env(config.env), 1, 3).returns

@@ -2,7 +2,7 @@
 
     python benchmarks/ablation.py runs/long/ant-vp-seed0 --name ant --episodes 3
     python benchmarks/ablation.py RUN --name hopper --settings "as trained" "safety margin 0.03"
-    python benchmarks/ablation.py RUN --name ant-margins --settings "as trained" "search.safety_margin=0.1"
+    python benchmarks/ablation.py RUN --name ant-margin --settings "search.safety_margin=0.1"
 
 Writes ``benchmarks/results/ablation_NAME.json`` and ``.png``: the return of the same
 evaluation episodes as trained, with the prior alone, without the terminal value or the

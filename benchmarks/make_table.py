@@ -68,7 +68,7 @@ def rows() -> list[str]:
             f"| 1 step {pooled['1']:.4f}, 20 steps {pooled['20']:.4f} "
             f"| paper: accurate one-step, poor far from the start | 2-core CPU |"
         )
-    return out + ablation_rows() + speed_rows() + experiment_rows()
+    return out + ablation_rows() + model_capacity_rows() + speed_rows() + experiment_rows()
 
 
 def ablation_rows() -> list[str]:
@@ -77,7 +77,8 @@ def ablation_rows() -> list[str]:
     for path in sorted(RESULTS.glob("ablation_*.json")):
         result = json.loads(path.read_text())
         cells = "; ".join(
-            f"{r['setting']} {r['return_mean']:.0f} ± {r['return_std']:.0f}"
+            f"{r['setting']} {r['return_mean']:.0f} ± {r['return_std']:.0f} "
+            f"({r['episode_length_mean']:.0f} steps)"
             for r in result["results"]
         )
         note = f"; {result['note']}" if result.get("note") else ""
@@ -87,6 +88,29 @@ def ablation_rows() -> list[str]:
             f"{result['env_steps']:,} env steps, planning changed, {result['episodes']} episodes "
             f"each | {cells} | issue #7: what limits MPC (model, planner or value) "
             f"| {result['machine']}{note} |"
+        )
+    return out
+
+
+def model_capacity_rows() -> list[str]:
+    """A row per ``model_capacity/*/model_capacity.json`` (benchmarks/model_capacity.py)."""
+    out = []
+    for path in sorted(RESULTS.glob("model_capacity/*/model_capacity.json")):
+        result = json.loads(path.read_text())
+        short, long = (str(h) for h in (result["horizons"][0], result["horizons"][-1]))
+        cells = "; ".join(
+            f"{label} {r['errors']['all dims'][short]:.3f} / {r['errors']['all dims'][long]:.3f}"
+            for label, r in result["results"].items()
+        )
+        about = path.parent / "about.json"
+        note = json.loads(about.read_text())["finding"] if about.exists() else ""
+        out.append(
+            f"| {result['env']} model capacity `{path.parent.name}`: fresh models refit on "
+            f"the run's {result['run_transitions']:,} transitions "
+            f"({result['updates_per_refit']:,} updates each), mean abs. error over all dims, "
+            f"{short}-step / {long}-step open loop, on {len(result['test_episodes'])} fresh "
+            f"MPC episodes | {cells} | issue #7: is the model error a matter of capacity "
+            f"| {result['machine']}; {note} |"
         )
     return out
 

@@ -78,6 +78,11 @@ class PlannerConfig:
     """Plan as if every healthy range were pulled in by this much at each bound, in reward and
     termination (metres for z, radians for angles): a buffer for model error near a bound.
     Only tasks with healthy ranges (Hopper, Walker2d, Ant)."""
+    min_upright: float | None = None
+    """Plan as if the torso were unhealthy once its up axis tilts so far that the axis's vertical
+    component (the cosine of the tilt) falls below this: 0 ends a plan at lying on the side, so
+    plans that flip the body over score as falls. The env never ends a flipped Ant's episode,
+    but a flipped Ant never walks again. Only tasks with a free torso (Ant); None: off."""
     num_candidates: int | None = None
     """grad: parallel candidate sequences."""
     iterations: int | None = None

@@ -85,6 +85,7 @@ def _check_runnable(config: TrainConfig) -> None:
         task = tasks.get(config.env, env)
         task.with_safety_margin(config.search.safety_margin)
         task.with_safety_margin(config.policy.safety_margin)
+        task.with_min_upright(config.search.min_upright)
     finally:
         env.close()
     if config.tensorboard:

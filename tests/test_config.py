@@ -77,6 +77,20 @@ def test_a_safety_margin_shrinks_what_the_planner_aims_for_not_what_is_learned(t
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
 
+def test_an_upright_bound_is_for_the_planner_of_a_free_torso_only(tmp_path):
+    fields = {"search.min_upright": 0.0, "search.safety_margin": 0.1}
+    config = TrainConfig(env="Ant-v5").with_fields(fields).validate()
+    agent = build_mpc_agent(config, make_env(config.env), torch.device("cpu"))
+    assert agent.objective.task.min_upright == 0.0 and agent.objective.task.safety_margin == 0.1
+    assert agent.task.min_upright is None  # the value and the prior learn the exact task
+    with pytest.raises(ConfigError, match=r"min_upright must be in \(-1, 1\)"):
+        build_mpc_agent(config.with_fields({"search.min_upright": 1.0}), make_env("Ant-v5"), "cpu")
+    hopper = TrainConfig(env="Hopper-v5").with_fields({"search.min_upright": 0.0}).validate()
+    with pytest.raises(ConfigError, match="no free torso"):
+        loop.train(hopper, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
 def test_the_prior_can_learn_the_margin_shrunk_task_the_planner_aims_for(tmp_path):
     with pytest.raises(ConfigError, match=r"policy\.safety_margin must be >= 0"):
         TrainConfig().with_fields({"policy.safety_margin": -0.1}).validate()

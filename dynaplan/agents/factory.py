@@ -88,6 +88,7 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
         precision=config.search.precision,
         disagreement_penalty=config.search.disagreement_penalty,
         safety_margin=config.search.safety_margin,
+        min_upright=config.search.min_upright,
         terminal_value=value,
         policy=build_policy(config, env).to(device) if config.policy.enabled else None,
     )

@@ -27,6 +27,7 @@ class MPCAgent:
         disagreement_penalty: penalise ensemble disagreement (see ``ModelObjective``).
         safety_margin: plan against the task's healthy ranges pulled in by this much
             (``Task.with_safety_margin``); ``task`` itself stays exact for learning.
+        min_upright: plan as if a torso tilted past this (``Task.with_min_upright``).
         policy: a policy prior whose plan through the model seeds each plan's candidates.
     """
 
@@ -45,6 +46,7 @@ class MPCAgent:
         disagreement_penalty: float = 0.0,
         policy: PolicyPrior | None = None,
         safety_margin: float = 0.0,
+        min_upright: float | None = None,
     ) -> None:
         self.model, self.task, self.planner = model, task, planner
         self.terminal_value, self.replan_every, self.policy = terminal_value, replan_every, policy
@@ -52,7 +54,7 @@ class MPCAgent:
         # so a planner's captured CUDA graph stays valid from plan to plan
         self.objective = ModelObjective(
             model,
-            task.with_safety_margin(safety_margin),
+            task.with_safety_margin(safety_margin).with_min_upright(min_upright),
             torch.zeros(model.obs_dim, device=planner.device),
             gamma=gamma,
             particles=particles,

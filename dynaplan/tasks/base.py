@@ -65,6 +65,17 @@ class Task:
             f"a safety margin (search.safety_margin, policy.safety_margin) must be 0, got {margin}"
         )
 
+    def with_min_upright(self, min_upright: float | None) -> Task:
+        """This task with the torso unhealthy, in reward and termination, once the vertical
+        component of its up axis falls below ``min_upright`` (None: unchanged). Only tasks
+        with a free torso support it."""
+        if min_upright is None:
+            return self
+        raise ConfigError(
+            f"{type(self).__name__} has no free torso to keep upright; "
+            f"search.min_upright must be None, got {min_upright}"
+        )
+
     def equilibrium(self) -> tuple[Tensor, Tensor] | None:
         """``(obs* [S], act* [A])`` that a regulation task holds the system at, around which
         its reward is a concave quadratic (``dynaplan.lqr``); None (the default) for tasks

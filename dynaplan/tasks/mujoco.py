@@ -314,16 +314,21 @@ class AntTask(_HealthyLocomotionTask):
     contact forces ``cfrc_ext[1:]`` (13 bodies × 6 = 78): 105 values, else 27.
 
     Healthy: the state is finite and ``z_min <= z <= z_max`` (inclusive, unlike Hopper). The
-    surrogate's margin uses both ends of the z range. The env's reward subtracts
-    ``contact_cost_weight·‖clip(cfrc_ext)‖²`` over all bodies; the world body's row is always
-    zero, so where the forces are observed the surrogate subtracts that cost exactly, and
-    without them it cannot. No ``true_reward``: the forward term is the main body's position
-    difference over ``dt`` (see :class:`_LocomotionTask`).
+    surrogate's margin uses both ends of the z range. The env does not end an episode when the
+    ant flips over (it lies on its back at z ≈ 0.27, inside the range, and never walks again);
+    :meth:`with_min_upright` makes the surrogate treat a tilted torso as unhealthy too.
+
+    The env's reward subtracts ``contact_cost_weight·‖clip(cfrc_ext)‖²`` over all bodies; the
+    world body's row is always zero, so where the forces are observed the surrogate subtracts
+    that cost exactly, and without them it cannot. No ``true_reward``: the forward term is the
+    main body's position difference over ``dt`` (see :class:`_LocomotionTask`).
     """
 
     env_id = "Ant-v5"
     skipped_qpos = 2
     z_index = 0
+    quaternion_index = 1
+    """The torso quaternion ``(w, x, y, z)`` is ``obs[1:5]``."""
 
     def __init__(self, env: gym.Env, *, sharpness: float = DEFAULT_SHARPNESS) -> None:
         super().__init__(env, sharpness=sharpness)
@@ -337,15 +342,38 @@ class AntTask(_HealthyLocomotionTask):
                 f"(include_cfrc_ext_in_observation={self.include_cfrc_ext}), the env has "
                 f"{self.obs_dim}"
             )
+        self.min_upright: float | None = None  # see with_min_upright
+
+    def upright(self, obs: Tensor) -> Tensor:
+        """Vertical component of the torso's up axis, the cosine of its tilt: ``[...]``
+        (1 upright, 0 on its side, −1 on its back)."""
+        q = obs[..., self.quaternion_index : self.quaternion_index + 4].square()  # w, x, y, z
+        return (q[..., 0] - q[..., 1] - q[..., 2] + q[..., 3]) / q.sum(dim=-1)
+
+    def with_min_upright(self, min_upright: float | None) -> AntTask:
+        if min_upright is None:
+            return self
+        if not -1 < min_upright < 1:
+            raise ConfigError(f"min_upright must be in (-1, 1), got {min_upright}")
+        task = copy.copy(self)
+        task.min_upright = float(min_upright)
+        return task
 
     def health_margin(self, obs: Tensor) -> Tensor:
-        return range_margin(obs[..., self.z_index], *self.healthy_z_range)
+        margin = range_margin(obs[..., self.z_index], *self.healthy_z_range)
+        if self.min_upright is None:
+            return margin
+        return torch.minimum(margin, self.upright(obs) - self.min_upright)
 
     def is_healthy(self, obs: Tensor) -> Tensor:
+        """The env's exact rule, and with :meth:`with_min_upright` the upright bound too."""
         finite = torch.isfinite(obs[..., : self.state_dim]).all(dim=-1)
         z = obs[..., self.z_index]
         low, high = self.healthy_z_range
-        return finite & (low <= z) & (z <= high)
+        healthy = finite & (low <= z) & (z <= high)
+        if self.min_upright is None:
+            return healthy
+        return healthy & (self.upright(obs) >= self.min_upright)
 
     def state_cost(self, next_obs: Tensor) -> Tensor:
         if not self.include_cfrc_ext:

@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from mujoco import mj_kinematics
 
 from dynaplan import tasks
 from dynaplan.errors import ConfigError
@@ -354,6 +355,49 @@ def test_a_margin_needs_healthy_ranges(name):
     assert not task.has_healthy_ranges and task.with_safety_margin(0) is task
     with pytest.raises(ConfigError, match=r"policy\.safety_margin\) must be 0"):
         task.with_safety_margin(0.03)
+
+
+def test_upright_is_the_cosine_of_the_torso_tilt():
+    env = _make("Ant27")
+    task = tasks.get(CONFIGS["Ant27"][0], env)
+    env.action_space.seed(2)
+    obs, _ = env.reset(seed=2)
+    uprights, cosines = [], []
+    for _ in range(400):  # random actions: this seed's ant turns over onto its back
+        obs, *_ = env.step(env.action_space.sample())
+        uprights.append(float(task.upright(torch.from_numpy(obs))))
+        model, data = env.unwrapped.model, env.unwrapped.data
+        mj_kinematics(model, data)  # mj_step leaves xmat one substep behind qpos
+        cosines.append(float(data.xmat[1][8]))  # the torso frame's z-z entry
+    env.close()
+    np.testing.assert_allclose(uprights, cosines, atol=1e-6)
+    assert min(cosines) < 0 < max(cosines)
+
+
+def test_min_upright_makes_a_flipped_ant_unhealthy():
+    task = _task("Ant27")
+    upright = task.with_min_upright(0.0)
+    obs = torch.zeros(2, task.obs_dim)
+    obs[:, 0] = 0.55  # torso height inside the env's range (0.2, 1.0)
+    obs[0, 1] = 1.0  # quaternion (1, 0, 0, 0): upright
+    obs[1, 2] = 1.0  # (0, 1, 0, 0): turned over about x, on its back
+    act = torch.zeros(2, 8)
+    assert task.terminated(obs).tolist() == [False, False]  # the env plays on
+    assert upright.terminated(obs).tolist() == [False, True]
+    exact, bounded = task.reward(obs, act, obs), upright.reward(obs, act, obs)
+    torch.testing.assert_close(bounded[0], exact[0])  # upright: the same
+    assert bounded[1] < 0 < exact[1]
+    assert task.min_upright is None and task.with_min_upright(None) is task
+    with pytest.raises(ConfigError, match=r"\(-1, 1\)"):
+        task.with_min_upright(-1.0)
+
+
+@pytest.mark.parametrize("name", ["Hopper", "HalfCheetah", "InvertedPendulum"])
+def test_an_upright_bound_needs_a_free_torso(name):
+    task = _task(name)
+    assert task.with_min_upright(None) is task
+    with pytest.raises(ConfigError, match="no free torso"):
+        task.with_min_upright(0.0)
 
 
 # --- construction and the registry -------------------------------------------------------

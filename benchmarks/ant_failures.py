@@ -1,0 +1,105 @@
+"""How an Ant run's episodes end: jumping out of the healthy z range or turning over for good.
+
+Reads the transitions a run collected (its journal) and reports, per window of env steps, the
+share of steps the torso spent upside down (``AntTask.upright < 0``), how many episodes
+turned over, and how many ended by leaving the healthy z range (the env's only termination).
+An ant on its back stays inside the z range, so the env plays on to the time limit while it
+can never walk again.
+
+    .venv/bin/python benchmarks/ant_failures.py runs/long/ant-h30-1step-seed0 --name ant-200k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from dynaplan import tasks
+from dynaplan.buffer import ReplayBuffer
+from dynaplan.config import TrainConfig
+from dynaplan.envs import make_env
+from dynaplan.rundir import RunDir
+from dynaplan.tasks.mujoco import AntTask
+
+OUT = Path(__file__).parent / "results" / "ant_failures"
+
+
+def failures(buffer: ReplayBuffer, upright: np.ndarray, z_high: float, window: int) -> list[dict]:
+    """Per window of ``window`` env steps: upside-down share, turn-overs, jumps out, episodes."""
+    same_episode = np.r_[False, buffer.episode[1:] == buffer.episode[:-1]]
+    turned_over = same_episode & (upright < 0) & (np.r_[1.0, upright[:-1]] >= 0)
+    jumped_out = buffer.terminated & (buffer.next_obs[:, 0] > z_high)
+    rows = []
+    for start in range(0, len(buffer), window):
+        part = slice(start, min(start + window, len(buffer)))
+        rows.append(
+            {
+                "env_steps": [start, part.stop],
+                "upside_down_share": float(np.mean(upright[part] < 0)),
+                "turn_overs": int(turned_over[part].sum()),
+                "jumps_out": int(jumped_out[part].sum()),
+                "other_terminations": int((buffer.terminated[part] & ~jumped_out[part]).sum()),
+                "episodes_started": int((~same_episode[part]).sum()),
+            }
+        )
+    return rows
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    mid = [sum(r["env_steps"]) / 2000 for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    top.plot(mid, [r["upside_down_share"] for r in rows], marker="o")
+    top.set_ylabel("share of steps\nupside down")
+    top.set_ylim(0, 1)
+    bottom.plot(mid, [r["jumps_out"] for r in rows], marker="o", label="jumped out (z > max)")
+    bottom.plot(mid, [r["turn_overs"] for r in rows], marker="s", label="turned over")
+    bottom.set_ylabel("episodes per window")
+    bottom.set_xlabel("env steps (thousands)")
+    bottom.legend()
+    top.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--name", required=True, help="results file name under ant_failures/")
+    parser.add_argument("--window", type=int, default=10_000, help="env steps per row")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    run = RunDir.open(args.run_dir)
+    config = TrainConfig.load(run.config)
+    env = make_env(config.env, **config.env_kwargs)
+    task = tasks.get(config.env, env)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    env.close()
+    if not isinstance(task, AntTask):
+        parser.error(f"{config.env} has no free torso to turn over; this is for Ant runs")
+    buffer = ReplayBuffer.from_journal(run.journal, obs_dim, act_dim)
+    upright = task.upright(torch.from_numpy(buffer.obs)).numpy()
+    rows = failures(buffer, upright, task.healthy_z_range[1], args.window)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"run": str(args.run_dir), "env": config.env, "window": args.window, "rows": rows}
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(rows, args.out / f"{args.name}.png", f"{config.env}: {args.run_dir.name}")
+    for r in rows:
+        lo, hi = (s // 1000 for s in r["env_steps"])
+        print(
+            f"{lo:>4}-{hi}k  upside down {r['upside_down_share']:.2f}  turned over "
+            f"{r['turn_overs']:>2}  jumped out {r['jumps_out']:>2}  of {r['episodes_started']}"
+        )
+    print(f"wrote {args.out / args.name}.json and .png")
+
+
+if __name__ == "__main__":
+    main()

@@ -348,7 +348,8 @@ class AntTask(_HealthyLocomotionTask):
         """Vertical component of the torso's up axis, the cosine of its tilt: ``[...]``
         (1 upright, 0 on its side, −1 on its back)."""
         q = obs[..., self.quaternion_index : self.quaternion_index + 4].square()  # w, x, y, z
-        return (q[..., 0] - q[..., 1] - q[..., 2] + q[..., 3]) / q.sum(dim=-1)
+        norm = q.sum(dim=-1).clamp_min(1e-6)  # a predicted quaternion need not be a unit one
+        return (q[..., 0] - q[..., 1] - q[..., 2] + q[..., 3]) / norm
 
     def with_min_upright(self, min_upright: float | None) -> AntTask:
         if min_upright is None:

@@ -387,6 +387,9 @@ def test_min_upright_makes_a_flipped_ant_unhealthy():
     exact, bounded = task.reward(obs, act, obs), upright.reward(obs, act, obs)
     torch.testing.assert_close(bounded[0], exact[0])  # upright: the same
     assert bounded[1] < 0 < exact[1]
+    zero = torch.zeros(task.obs_dim, requires_grad=True)  # a model may predict any quaternion
+    upright.reward(zero, act[0], zero).backward()
+    assert torch.isfinite(zero.grad).all()
     assert task.min_upright is None and task.with_min_upright(None) is task
     with pytest.raises(ConfigError, match=r"\(-1, 1\)"):
         task.with_min_upright(-1.0)

@@ -4,7 +4,10 @@ Reads the transitions a run collected (its journal) and reports, per window of e
 share of steps the torso spent upside down (``AntTask.upright < 0``), how many episodes
 turned over, and how many ended by leaving the healthy z range (the env's only termination).
 An ant on its back stays inside the z range, so the env plays on to the time limit while it
-can never walk again.
+can never walk again. It also asks whether the run's final model sees a turn-over coming: the
+share of the turn-overs in the run's second half that the model, rolled out open loop with the
+recorded actions from H steps before, predicts (upright < 0 at that step). Those transitions
+were in its training data, so this is an upper bound on what a planner over H steps can see.
 
     .venv/bin/python benchmarks/ant_failures.py runs/long/ant-h30-1step-seed0 --name ant-200k
 """
@@ -23,19 +26,44 @@ import numpy as np
 import torch
 
 from dynaplan import tasks
+from dynaplan.analysis import model_error
 from dynaplan.buffer import ReplayBuffer
 from dynaplan.config import TrainConfig
 from dynaplan.envs import make_env
+from dynaplan.models import DynamicsModel
 from dynaplan.rundir import RunDir
 from dynaplan.tasks.mujoco import AntTask
 
 OUT = Path(__file__).parent / "results" / "ant_failures"
 
 
+def turn_overs(buffer: ReplayBuffer, upright: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: rows whose ``obs`` is the first upside down after an upright one in the
+    same episode (``upright [N]`` is each row's ``obs`` upright value)."""
+    same_episode = np.r_[False, buffer.episode[1:] == buffer.episode[:-1]]
+    return same_episode & (upright < 0) & (np.r_[1.0, upright[:-1]] >= 0)
+
+
+def seen_coming(
+    model: DynamicsModel, task: AntTask, buffer: ReplayBuffer, rows: np.ndarray, horizon: int
+) -> tuple[int, int]:
+    """How many of the turn-overs at ``rows`` the model predicts from ``horizon`` steps before,
+    open loop with the recorded actions; and how many had ``horizon`` steps of their episode."""
+    seen = total = 0
+    for row in rows:
+        start = row - horizon
+        if start < 0 or buffer.episode[start] != buffer.episode[row]:
+            continue
+        pred = model_error.open_loop_predictions(model, buffer.obs, buffer.action, start, horizon)
+        seen += bool(task.upright(torch.from_numpy(pred[-1])) < 0)
+        total += 1
+    return seen, total
+
+
 def failures(buffer: ReplayBuffer, upright: np.ndarray, z_high: float, window: int) -> list[dict]:
     """Per window of ``window`` env steps: upside-down share, turn-overs, jumps out, episodes."""
     same_episode = np.r_[False, buffer.episode[1:] == buffer.episode[:-1]]
-    turned_over = same_episode & (upright < 0) & (np.r_[1.0, upright[:-1]] >= 0)
+    turned_over = turn_overs(buffer, upright)
     jumped_out = buffer.terminated & (buffer.next_obs[:, 0] > z_high)
     rows = []
     for start in range(0, len(buffer), window):
@@ -75,6 +103,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--name", required=True, help="results file name under ant_failures/")
     parser.add_argument("--window", type=int, default=10_000, help="env steps per row")
+    parser.add_argument("--horizons", type=int, nargs="+", default=[1, 3, 5, 10])
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     run = RunDir.open(args.run_dir)
@@ -88,8 +117,21 @@ def main() -> None:
     buffer = ReplayBuffer.from_journal(run.journal, obs_dim, act_dim)
     upright = task.upright(torch.from_numpy(buffer.obs)).numpy()
     rows = failures(buffer, upright, task.healthy_z_range[1], args.window)
+    model, _, _ = model_error.load_run_model(args.run_dir)
+    late = np.flatnonzero(turn_overs(buffer, upright))
+    late = late[late >= len(buffer) // 2]
+    foresight = {}
+    for horizon in args.horizons:
+        seen, total = seen_coming(model, task, buffer, late, horizon)
+        foresight[str(horizon)] = {"seen": seen, "turn_overs": total}
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"run": str(args.run_dir), "env": config.env, "window": args.window, "rows": rows}
+    report = {
+        "run": str(args.run_dir),
+        "env": config.env,
+        "window": args.window,
+        "rows": rows,
+        "final_model_sees_second_half_turn_overs_from_h_steps_before": foresight,
+    }
     (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(rows, args.out / f"{args.name}.png", f"{config.env}: {args.run_dir.name}")
     for r in rows:
@@ -98,6 +140,8 @@ def main() -> None:
             f"{lo:>4}-{hi}k  upside down {r['upside_down_share']:.2f}  turned over "
             f"{r['turn_overs']:>2}  jumped out {r['jumps_out']:>2}  of {r['episodes_started']}"
         )
+    for horizon, f in foresight.items():
+        print(f"final model: {f['seen']} of {f['turn_overs']} turn-overs seen {horizon} ahead")
     print(f"wrote {args.out / args.name}.json and .png")
 
 

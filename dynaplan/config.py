@@ -194,6 +194,10 @@ class PolicyConfig:
     safety_margin: float = 0.0
     """Train and check the prior against the healthy ranges pulled in by this much, as
     search.safety_margin does for the planner (the value still learns the exact task)."""
+    min_upright: float | None = None
+    """Train and check the prior as if a torso tilted past this were unhealthy, as
+    search.min_upright does for the planner: a prior that turns the body over learns it as a
+    fall (the value still learns the exact task). Only tasks with a free torso (Ant)."""
 
 
 @dataclass
@@ -270,6 +274,14 @@ class TrainConfig:
             raise ConfigError("search.disagreement_penalty must be >= 0")
         if not self.search.safety_margin >= 0:
             raise ConfigError(f"search.safety_margin must be >= 0, got {self.search.safety_margin}")
+        for name, bound in (
+            ("search.min_upright", self.search.min_upright),
+            ("policy.min_upright", self.policy.min_upright),
+        ):
+            if bound is not None and not -1 < bound < 1:
+                raise ConfigError(
+                    f"{name} is a cosine of the torso's tilt: it must be in (-1, 1), got {bound}"
+                )
         if self.search.disagreement_penalty and (
             self.model == "mlp" or self.search.propagation != Propagation.EXPECTATION
         ):

@@ -86,6 +86,7 @@ def _check_runnable(config: TrainConfig) -> None:
         task.with_safety_margin(config.search.safety_margin)
         task.with_safety_margin(config.policy.safety_margin)
         task.with_min_upright(config.search.min_upright)
+        task.with_min_upright(config.policy.min_upright)
     finally:
         env.close()
     if config.tensorboard:

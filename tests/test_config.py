@@ -83,8 +83,8 @@ def test_an_upright_bound_is_for_the_planner_of_a_free_torso_only(tmp_path):
     agent = build_mpc_agent(config, make_env(config.env), torch.device("cpu"))
     assert agent.objective.task.min_upright == 0.0 and agent.objective.task.safety_margin == 0.1
     assert agent.task.min_upright is None  # the value and the prior learn the exact task
-    with pytest.raises(ConfigError, match=r"min_upright must be in \(-1, 1\)"):
-        build_mpc_agent(config.with_fields({"search.min_upright": 1.0}), make_env("Ant-v5"), "cpu")
+    with pytest.raises(ConfigError, match=r"search\.min_upright is a cosine .* \(-1, 1\)"):
+        config.with_fields({"search.min_upright": 1.0}).validate()
     hopper = TrainConfig(env="Hopper-v5").with_fields({"search.min_upright": 0.0}).validate()
     with pytest.raises(ConfigError, match="no free torso"):
         loop.train(hopper, tmp_path / "run")
@@ -107,6 +107,23 @@ def test_the_prior_can_learn_the_margin_shrunk_task_the_planner_aims_for(tmp_pat
     pendulum = TrainConfig().with_fields({"policy.safety_margin": 0.03}).validate()
     with pytest.raises(ConfigError, match="no healthy ranges"):
         loop.train(pendulum, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_prior_can_learn_a_turn_over_as_a_fall(tmp_path):
+    with pytest.raises(ConfigError, match=r"policy\.min_upright is a cosine"):
+        TrainConfig().with_fields({"policy.min_upright": -1.0}).validate()
+    fields = {"policy.enabled": True, "search.min_upright": 0.0}
+    config = TrainConfig(env="Ant-v5").with_fields(fields).validate()
+    agent = build_mpc_agent(config, make_env(config.env), torch.device("cpu"))
+    assert build_policy_trainer(config, agent).task.min_upright is None  # by default, exact
+    fields = {"policy.min_upright": 0.2, "policy.safety_margin": 0.1}
+    trainer = build_policy_trainer(config.with_fields(fields).validate(), agent)
+    assert trainer.task.min_upright == 0.2 and trainer.task.safety_margin == 0.1
+    assert agent.task.min_upright is None  # the value still learns the exact task
+    hopper = TrainConfig(env="Hopper-v5").with_fields({"policy.min_upright": 0.0}).validate()
+    with pytest.raises(ConfigError, match=r"no free torso.*policy\.min_upright"):
+        loop.train(hopper, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 

@@ -132,14 +132,14 @@ PLANNING_FIELDS = (
 
 def build_policy_trainer(config: TrainConfig, agent: MPCAgent) -> PolicyTrainer | None:
     """The trainer of ``agent``'s policy prior (None without one), through its model and value,
-    on its task pulled in by ``policy.safety_margin``."""
+    on its task pulled in by ``policy.safety_margin`` and ``policy.min_upright``."""
     if agent.policy is None:
         return None
     pi = config.policy
     return PolicyTrainer(
         agent.policy,
         agent.model,
-        agent.task.with_safety_margin(pi.safety_margin),
+        agent.task.with_safety_margin(pi.safety_margin).with_min_upright(pi.min_upright),
         pi.horizon or config.horizon,
         pi.gamma,
         pi.lr,

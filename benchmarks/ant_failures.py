@@ -37,11 +37,11 @@ from dynaplan.tasks.mujoco import AntTask
 OUT = Path(__file__).parent / "results" / "ant_failures"
 
 
-def turn_overs(buffer: ReplayBuffer, upright: np.ndarray) -> np.ndarray:
-    """``[N]`` bool: rows whose ``obs`` is the first upside down after an upright one in the
-    same episode (``upright [N]`` is each row's ``obs`` upright value)."""
-    same_episode = np.r_[False, buffer.episode[1:] == buffer.episode[:-1]]
-    return same_episode & (upright < 0) & (np.r_[1.0, upright[:-1]] >= 0)
+def turn_overs(upright: np.ndarray, next_upright: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: the transitions that turn the torso upside down (``upright [N]`` and
+    ``next_upright [N]``: each row's ``obs`` and ``next_obs`` upright value). Counted on the
+    transition, so an episode cut at the turn-over (``reset_below_upright``) counts too."""
+    return (upright >= 0) & (next_upright < 0)
 
 
 def seen_coming(
@@ -51,7 +51,7 @@ def seen_coming(
     open loop with the recorded actions; and how many had ``horizon`` steps of their episode."""
     seen = total = 0
     for row in rows:
-        start = row - horizon
+        start = row + 1 - horizon  # the rollout's last step predicts the row's next_obs
         if start < 0 or buffer.episode[start] != buffer.episode[row]:
             continue
         pred = model_error.open_loop_predictions(model, buffer.obs, buffer.action, start, horizon)
@@ -60,10 +60,12 @@ def seen_coming(
     return seen, total
 
 
-def failures(buffer: ReplayBuffer, upright: np.ndarray, z_high: float, window: int) -> list[dict]:
+def failures(
+    buffer: ReplayBuffer, upright: np.ndarray, next_upright: np.ndarray, z_high: float, window: int
+) -> list[dict]:
     """Per window of ``window`` env steps: upside-down share, turn-overs, jumps out, episodes."""
     same_episode = np.r_[False, buffer.episode[1:] == buffer.episode[:-1]]
-    turned_over = turn_overs(buffer, upright)
+    turned_over = turn_overs(upright, next_upright)
     jumped_out = buffer.terminated & (buffer.next_obs[:, 0] > z_high)
     rows = []
     for start in range(0, len(buffer), window):
@@ -116,9 +118,10 @@ def main() -> None:
         parser.error(f"{config.env} has no free torso to turn over; this is for Ant runs")
     buffer = ReplayBuffer.from_journal(run.journal, obs_dim, act_dim)
     upright = task.upright(torch.from_numpy(buffer.obs)).numpy()
-    rows = failures(buffer, upright, task.healthy_z_range[1], args.window)
+    next_upright = task.upright(torch.from_numpy(buffer.next_obs)).numpy()
+    rows = failures(buffer, upright, next_upright, task.healthy_z_range[1], args.window)
     model, _, _ = model_error.load_run_model(args.run_dir)
-    late = np.flatnonzero(turn_overs(buffer, upright))
+    late = np.flatnonzero(turn_overs(upright, next_upright))
     late = late[late >= len(buffer) // 2]
     foresight = {}
     for horizon in args.horizons:

@@ -229,6 +229,11 @@ class TrainConfig:
     NaN evaluation columns); evaluations of long episodes can cost more than training."""
     exploration_noise: float = 0.0
     """Gaussian noise on training actions, in units of half the action range."""
+    reset_below_upright: float | None = None
+    """End a training episode early, as a truncation (the value still bootstraps through it),
+    once the torso tilts past this bound (search.min_upright's cosine; 0: on its side). A flipped
+    Ant lies healthy on its back to the time limit and never walks again, so those steps teach
+    nothing; evaluation episodes keep the env's rules. Only tasks with a free torso; None: off."""
     stop_at_return: float | None = None
     """Stop once the mean evaluation return reaches this."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -277,6 +282,7 @@ class TrainConfig:
         for name, bound in (
             ("search.min_upright", self.search.min_upright),
             ("policy.min_upright", self.policy.min_upright),
+            ("reset_below_upright", self.reset_below_upright),
         ):
             if bound is not None and not -1 < bound < 1:
                 raise ConfigError(

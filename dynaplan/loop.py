@@ -87,6 +87,7 @@ def _check_runnable(config: TrainConfig) -> None:
         task.with_safety_margin(config.policy.safety_margin)
         task.with_min_upright(config.search.min_upright)
         task.with_min_upright(config.policy.min_upright)
+        task.with_min_upright(config.reset_below_upright)
     finally:
         env.close()
     if config.tensorboard:
@@ -101,10 +102,17 @@ def resume(run_dir: str | Path, on_metrics: MetricsHook | None = None) -> RunRes
 
 
 class Collector:
-    """Steps one env, writing every transition to the buffer as it happens."""
+    """Steps one env, writing every transition to the buffer as it happens; ``ends_early(obs)``
+    cuts an episode (as truncated) at a state not worth playing on from."""
 
-    def __init__(self, env: gym.Env, buffer: ReplayBuffer, rng: np.random.Generator) -> None:
-        self.env, self.buffer, self.rng = env, buffer, rng
+    def __init__(
+        self,
+        env: gym.Env,
+        buffer: ReplayBuffer,
+        rng: np.random.Generator,
+        ends_early: Callable[[np.ndarray], bool] = lambda obs: False,
+    ) -> None:
+        self.env, self.buffer, self.rng, self.ends_early = env, buffer, rng, ends_early
         self.episode = int(buffer.episode.max()) + 1 if len(buffer) else 0
         self.obs: np.ndarray | None = None
         self.episode_return = 0.0
@@ -126,7 +134,9 @@ class Collector:
                 on_episode_start()
             action = np.clip(policy(self.obs), low, high).astype(np.float32)
             next_obs, reward, terminated, truncated, _ = self.env.step(action)
-            cut = end_episode_at_target and len(self.buffer) + 1 == until
+            cut = (end_episode_at_target and len(self.buffer) + 1 == until) or (
+                not terminated and self.ends_early(next_obs)
+            )
             self.buffer.add(
                 self.obs, action, reward, next_obs, terminated, truncated or cut, self.episode
             )
@@ -201,7 +211,7 @@ def _run(
         wall_offset = checkpoint["wall_s"]
         run.keep_metrics_up_to(first_iteration - 1)
     metrics = run.read_metrics()
-    collector = Collector(env, buffer, rng)
+    collector = Collector(env, buffer, rng, _turned_over(agent.task, config.reset_below_upright))
     writer = (
         _summary_writer_class()(log_dir=str(run.path / "tensorboard"))
         if config.tensorboard
@@ -365,6 +375,14 @@ def _run(
 
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "eval_length_mean", "policy_eval_return")
 """The metrics columns an evaluation fills (NaN in the iterations between evaluations)."""
+
+
+def _turned_over(task: tasks.Task, min_upright: float | None) -> Callable[[np.ndarray], bool]:
+    """Whether an observation ``[S]`` is past the upright bound (never, for None)."""
+    if min_upright is None:
+        return lambda obs: False
+    bounded = task.with_min_upright(min_upright)
+    return lambda obs: not bool(bounded.is_healthy(torch.as_tensor(obs)))
 
 
 def _evaluate(

@@ -121,10 +121,13 @@ def test_the_prior_can_learn_a_turn_over_as_a_fall(tmp_path):
     trainer = build_policy_trainer(config.with_fields(fields).validate(), agent)
     assert trainer.task.min_upright == 0.2 and trainer.task.safety_margin == 0.1
     assert agent.task.min_upright is None  # the value still learns the exact task
-    hopper = TrainConfig(env="Hopper-v5").with_fields({"policy.min_upright": 0.0}).validate()
-    with pytest.raises(ConfigError, match=r"no free torso.*policy\.min_upright"):
-        loop.train(hopper, tmp_path / "run")
-    assert not (tmp_path / "run").exists()
+    for field in ("policy.min_upright", "reset_below_upright"):
+        hopper = TrainConfig(env="Hopper-v5").with_fields({field: 0.0}).validate()
+        with pytest.raises(ConfigError, match="no free torso"):
+            loop.train(hopper, tmp_path / "run")
+        assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match=r"reset_below_upright is a cosine"):
+        TrainConfig().with_fields({"reset_below_upright": 1.0}).validate()
 
 
 def test_a_preset_can_start_from_another_and_change_some_fields():

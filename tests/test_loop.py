@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from dynaplan import loop
+from dynaplan import loop, tasks
 from dynaplan.buffer import ReplayBuffer
-from dynaplan.config import PlannerConfig
+from dynaplan.config import ModelConfig, PlannerConfig, TrainConfig
+from dynaplan.envs import make_env
 from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.rundir import METRIC_COLUMNS, RunDir, last_evaluation, read_metrics
 from dynaplan.types import Propagation
@@ -79,6 +80,29 @@ def test_same_seed_same_actions(tmp_path):
     actions_a = ReplayBuffer.from_journal(a.run_dir / "transitions.bin", 2, 2).action
     actions_b = ReplayBuffer.from_journal(b.run_dir / "transitions.bin", 2, 2).action
     np.testing.assert_array_equal(actions_a, actions_b)
+
+
+def test_a_flipped_ant_ends_its_training_episode_as_truncated(tmp_path):
+    config = TrainConfig(
+        env="Ant-v5",
+        env_kwargs={"include_cfrc_ext_in_observation": False, "max_episode_steps": 50},
+        horizon=2,
+        total_steps=300,
+        random_steps=200,
+        steps_per_iteration=100,
+        eval_episodes=1,
+        progress=False,
+        reset_below_upright=0.9,  # a tilt of 26 degrees: random flailing gets there
+        dynamics=ModelConfig(hidden_size=32, num_layers=2, max_epochs=2),
+        search=PlannerConfig(num_candidates=4),
+    )
+    result = loop.train(config, tmp_path / "run")
+    buffer = ReplayBuffer.from_journal(result.run_dir / "transitions.bin", 27, 8)
+    task = tasks.get(config.env, make_env(config.env, **config.env_kwargs))
+    tilted = task.upright(torch.from_numpy(buffer.next_obs)).numpy() < 0.9
+    assert tilted.any()
+    assert (buffer.truncated | buffer.terminated)[tilted].all()  # each ends its episode
+    assert not buffer.terminated[tilted].any()  # the env itself plays on
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):
@@ -165,7 +189,7 @@ def test_a_run_folder_has_one_writer_and_a_killed_writer_lets_go(tmp_path):
 
 RESUME_SCRIPT = """
 import sys
-from dynaplan import loop
+from dynaplan import loop, tasks
 from tests.conftest import toy_config
 config = toy_config(total_steps=700, steps_per_iteration=100)
 config.value.enabled = config.policy.enabled = sys.argv[3] == "value+policy"

@@ -73,8 +73,8 @@ class Task:
             return self
         raise ConfigError(
             f"{type(self).__name__} has no free torso to keep upright; "
-            f"an upright bound (search.min_upright, policy.min_upright) must be None, "
-            f"got {min_upright}"
+            "an upright bound (search.min_upright, policy.min_upright, reset_below_upright) "
+            f"must be None, got {min_upright}"
         )
 
     def equilibrium(self) -> tuple[Tensor, Tensor] | None:

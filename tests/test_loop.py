@@ -11,7 +11,7 @@ import torch
 
 from dynaplan import loop, tasks
 from dynaplan.buffer import ReplayBuffer
-from dynaplan.config import ModelConfig, PlannerConfig, TrainConfig
+from dynaplan.config import PlannerConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.rundir import METRIC_COLUMNS, RunDir, last_evaluation, read_metrics
@@ -83,18 +83,12 @@ def test_same_seed_same_actions(tmp_path):
 
 
 def test_a_flipped_ant_ends_its_training_episode_as_truncated(tmp_path):
-    config = TrainConfig(
+    config = toy_config(
         env="Ant-v5",
         env_kwargs={"include_cfrc_ext_in_observation": False, "max_episode_steps": 50},
-        horizon=2,
         total_steps=300,
-        random_steps=200,
-        steps_per_iteration=100,
         eval_episodes=1,
-        progress=False,
         reset_below_upright=0.9,  # a tilt of 26 degrees: random flailing gets there
-        dynamics=ModelConfig(hidden_size=32, num_layers=2, max_epochs=2),
-        search=PlannerConfig(num_candidates=4),
     )
     result = loop.train(config, tmp_path / "run")
     buffer = ReplayBuffer.from_journal(result.run_dir / "transitions.bin", 27, 8)

@@ -135,6 +135,8 @@ def run_label(config: dict[str, Any]) -> str:
             label += f" {steps} {unit}" + ("" if steps == 1 else "s")
         if margin := search.get("safety_margin"):
             label += f" margin {margin:g}"
+        if (upright := search.get("min_upright")) is not None:
+            label += f" upright {upright:g}"
         value = config.get("value", {})
         if value.get("enabled"):
             label += " + lqr value" if value.get("kind") == "lqr" else " + value"
@@ -149,7 +151,11 @@ def run_label(config: dict[str, Any]) -> str:
             ]
             if margin := policy.get("safety_margin"):
                 notes.append(f"margin {margin:g}")
+            if (upright := policy.get("min_upright")) is not None:
+                notes.append(f"upright {upright:g}")
             label += " + policy" + (f" ({', '.join(notes)})" if notes else "")
+        if (upright := config.get("reset_below_upright")) is not None:
+            label += f"; resets below upright {upright:g}"
         return label
     return str(config.get("algo") or config.get("kind") or "run")
 

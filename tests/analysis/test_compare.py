@@ -71,6 +71,15 @@ def test_labels_from_configs():
     assert run_label(one_step) == "mbrl grad mlp H10 1 Adam step margin 0.03"
     cem = {**MBRL, "planner": "cem", "search": {"iterations": 5}}
     assert run_label(cem) == "mbrl cem mlp H10 5 iterations"
+    upright = {
+        **MBRL,
+        "search": {"safety_margin": 0.15, "min_upright": 0.0},
+        "policy": {"enabled": True, "min_upright": 0.5},
+        "reset_below_upright": 0.0,
+    }
+    assert run_label(upright) == (
+        "mbrl grad mlp H10 margin 0.15 upright 0 + policy (upright 0.5); resets below upright 0"
+    )
 
 
 def test_a_policy_priors_own_evaluations_form_a_group_of_their_own(tmp_path):

@@ -378,7 +378,8 @@ EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "eval_length_mean", "poli
 
 
 def _turned_over(task: tasks.Task, min_upright: float | None) -> Callable[[np.ndarray], bool]:
-    """Whether an observation ``[S]`` is past the upright bound (never, for None)."""
+    """Whether an observation ``[S]`` is unhealthy once the upright bound is added to the task's
+    rule (never, for None); the env has already ended the states its own rule calls unhealthy."""
     if min_upright is None:
         return lambda obs: False
     bounded = task.with_min_upright(min_upright)

@@ -183,7 +183,7 @@ def test_a_run_folder_has_one_writer_and_a_killed_writer_lets_go(tmp_path):
 
 RESUME_SCRIPT = """
 import sys
-from dynaplan import loop, tasks
+from dynaplan import loop
 from tests.conftest import toy_config
 config = toy_config(total_steps=700, steps_per_iteration=100)
 config.value.enabled = config.policy.enabled = sys.argv[3] == "value+policy"

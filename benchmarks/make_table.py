@@ -68,7 +68,14 @@ def rows() -> list[str]:
             f"| 1 step {pooled['1']:.4f}, 20 steps {pooled['20']:.4f} "
             f"| paper: accurate one-step, poor far from the start | 2-core CPU |"
         )
-    return out + ablation_rows() + model_capacity_rows() + speed_rows() + experiment_rows()
+    return (
+        out
+        + ablation_rows()
+        + model_capacity_rows()
+        + prior_foresight_rows()
+        + speed_rows()
+        + experiment_rows()
+    )
 
 
 def ablation_rows() -> list[str]:
@@ -111,6 +118,36 @@ def model_capacity_rows() -> list[str]:
             f"{short}-step / {long}-step open loop, on {len(result['test_episodes'])} fresh "
             f"MPC episodes | {cells} | issue #7: is the model error a matter of capacity "
             f"| {result['machine']}; {note} |"
+        )
+    return out
+
+
+def prior_foresight_rows() -> list[str]:
+    """A row per ``prior_foresight/*.json`` (benchmarks/prior_foresight.py)."""
+    out = []
+    for path in sorted(RESULTS.glob("prior_foresight/*.json")):
+        result = json.loads(path.read_text())
+        episodes = result["episodes"]
+        lookahead = result["lookahead"]
+        real = ", ".join(f"{e['length']}{'' if e['fell'] else ' (time limit)'}" for e in episodes)
+        forecast = ", ".join(
+            str(e["forecast_length_from_reset"])
+            if e["forecast_length_from_reset"] <= lookahead
+            else "none"
+            for e in episodes
+        )
+        shares = "; ".join(
+            f"{bucket} steps before: {s['fall_predicted_share']:.2f} of {s['states']} states"
+            for bucket, s in result["forecast_share_by_steps_to_fall"].items()
+        )
+        note = f"; {result['note']}" if result.get("note") else ""
+        out.append(
+            f"| {result['env']} prior foresight `{path.stem}`: the prior alone at "
+            f"{result['env_steps']:,} env steps, {len(episodes)} fresh episodes; does the model "
+            f"forecast its falls (closed loop, ≤ {lookahead} steps) | real episode lengths "
+            f"{real}; model's forecast fall from the reset state {forecast}; fall forecast "
+            f"from real states {shares} | issue #7: can the start-state check see a fall "
+            f"| {result['machine']}{note} |"
         )
     return out
 

@@ -163,14 +163,14 @@ def test_beyond_small_budget_runs_mpc_value_policy_mbpo_and_sac_side_by_side(tmp
     labels = {s.label for s in result.comparison.summaries}
     mpc = "mbrl grad mlp H10 2 Adam steps"  # the small budget plans with 2
     prior = f"{mpc} + value + policy"  # with the hopper preset's start-state check
-    preset = "mbrl grad mlp H10 1 Adam step margin 0.03 + value + policy (H30, checked)"
+    preset = "mbrl grad mlp H10 1 Adam step margin 0.03 + value + policy (H30, checked 100)"
     assert labels == {
         mpc,
         f"{mpc} + value",
-        f"{prior} (checked)",
-        f"{prior} (checked): prior alone",
-        f"{prior} (collects, checked)",
-        f"{prior} (collects, checked): prior alone",
+        f"{prior} (checked 100)",
+        f"{prior} (checked 100): prior alone",
+        f"{prior} (collects, checked 100)",
+        f"{prior} (collects, checked 100): prior alone",
         preset,  # hopper-value-prior: 1 Adam step (kept by the small budget) and its margin
         f"{preset}: prior alone",
         "mbpo",

@@ -26,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from dynaplan.config import PolicyConfig, ValueConfig
 from dynaplan.errors import ConfigError
 from dynaplan.rundir import RunDir
 
@@ -140,15 +141,18 @@ def run_label(config: dict[str, Any]) -> str:
         value = config.get("value", {})
         if value.get("enabled"):
             label += " + lqr value" if value.get("kind") == "lqr" else " + value"
+            if (gamma := value.get("gamma", ValueConfig.gamma)) != ValueConfig.gamma:
+                label += f" (gamma {gamma:g})"
         policy = config.get("policy", {})
         if policy.get("enabled"):
             own_horizon = policy.get("horizon")  # trained over its own horizon, not the plan's
             notes = [f"H{own_horizon}"] if own_horizon not in (None, config.get("horizon")) else []
-            notes += [
-                note
-                for note, key in (("collects", "collect"), ("checked", "check_horizon"))
-                if policy.get(key)
-            ]
+            if (gamma := policy.get("gamma", PolicyConfig.gamma)) != PolicyConfig.gamma:
+                notes.append(f"gamma {gamma:g}")
+            if policy.get("collect"):
+                notes.append("collects")
+            if check := policy.get("check_horizon"):
+                notes.append(f"checked {check}")
             if margin := policy.get("safety_margin"):
                 notes.append(f"margin {margin:g}")
             if (upright := policy.get("min_upright")) is not None:

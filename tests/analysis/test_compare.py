@@ -58,19 +58,31 @@ def test_labels_from_configs():
     collects = {**MBRL, "policy": {"enabled": True, "collect": True}}
     assert run_label(collects) == "mbrl grad mlp H10 + policy (collects)"
     checked = {**MBRL, "policy": {"enabled": True, "collect": True, "check_horizon": 100}}
-    assert run_label(checked) == "mbrl grad mlp H10 + policy (collects, checked)"
+    assert run_label(checked) == "mbrl grad mlp H10 + policy (collects, checked 100)"
     longer = {**MBRL, "policy": {"enabled": True, "horizon": 30, "check_horizon": 100}}
-    assert run_label(longer) == "mbrl grad mlp H10 + policy (H30, checked)"
+    assert run_label(longer) == "mbrl grad mlp H10 + policy (H30, checked 100)"
     same = {**MBRL, "policy": {"enabled": True, "horizon": 10}}
     assert run_label(same) == "mbrl grad mlp H10 + policy"
     safe = {**MBRL, "search": {"safety_margin": 0.03}, "policy": {**longer["policy"]}}
-    assert run_label(safe) == "mbrl grad mlp H10 margin 0.03 + policy (H30, checked)"
+    assert run_label(safe) == "mbrl grad mlp H10 margin 0.03 + policy (H30, checked 100)"
     safe["policy"]["safety_margin"] = 0.05
-    assert run_label(safe) == "mbrl grad mlp H10 margin 0.03 + policy (H30, checked, margin 0.05)"
+    assert run_label(safe) == (
+        "mbrl grad mlp H10 margin 0.03 + policy (H30, checked 100, margin 0.05)"
+    )
     one_step = {**MBRL, "search": {"iterations": 1, "safety_margin": 0.03}}
     assert run_label(one_step) == "mbrl grad mlp H10 1 Adam step margin 0.03"
     cem = {**MBRL, "planner": "cem", "search": {"iterations": 5}}
     assert run_label(cem) == "mbrl cem mlp H10 5 iterations"
+    further = {  # the check's horizon and the discounts tell runs apart
+        **MBRL,
+        "value": {"enabled": True, "gamma": 0.997},
+        "policy": {"enabled": True, "gamma": 0.997, "check_horizon": 300},
+    }
+    assert run_label(further) == (
+        "mbrl grad mlp H10 + value (gamma 0.997) + policy (gamma 0.997, checked 300)"
+    )
+    default_gamma = {**further, "value": {"enabled": True, "gamma": 0.99}}
+    assert run_label(default_gamma).startswith("mbrl grad mlp H10 + value + policy")
     upright = {
         **MBRL,
         "search": {"safety_margin": 0.15, "min_upright": 0.0},

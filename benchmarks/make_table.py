@@ -136,9 +136,13 @@ def prior_foresight_rows() -> list[str]:
             else "none"
             for e in episodes
         )
-        shares = "; ".join(
-            f"{bucket} steps before: {s['fall_predicted_share']:.2f} of {s['states']} states"
-            for bucket, s in result["forecast_share_by_steps_to_fall"].items()
+        shares = (
+            "; ".join(
+                f"{bucket} steps before: {s['fall_predicted_share']:.2f} of {s['states']} states"
+                for bucket, s in result["forecast_share_by_steps_to_fall"].items()
+                if s["states"]
+            )
+            or "no real falls to forecast"
         )
         note = f"; {result['note']}" if result.get("note") else ""
         out.append(

@@ -35,7 +35,7 @@ from dynaplan.agents.factory import load_mpc_agent
 from dynaplan.envs import make_env
 from dynaplan.models import DynamicsModel
 from dynaplan.planners.objective import discounted_returns
-from dynaplan.policy import PolicyPrior
+from dynaplan.policy import PolicyAgent, PolicyPrior
 from dynaplan.rundir import RunDir
 from dynaplan.tasks import Task
 
@@ -67,13 +67,12 @@ def prior_episode(
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """States ``[T, S]`` the prior acted in (reset state first), its rewards ``[T]``, and
     whether the episode ended by termination (a fall) rather than the time limit."""
+    agent = PolicyAgent(policy)
     obs, _ = env.reset(seed=seed)
     states, rewards = [], []
     while True:
         states.append(obs)
-        with torch.no_grad():
-            action = policy(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
-        obs, reward, terminated, truncated, _ = env.step(action)
+        obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
         rewards.append(float(reward))
         if terminated or truncated:
             return np.asarray(states, dtype=np.float32), np.asarray(rewards), bool(terminated)
@@ -183,6 +182,8 @@ def main() -> None:
             f"real {e['check_return_real']:.0f}"
         )
     for bucket, s in report["forecast_share_by_steps_to_fall"].items():
+        if not s["states"]:
+            continue  # no real fall that far ahead (or none at all)
         print(
             f"{bucket:>8} steps before a real fall: a fall forecast from "
             f"{s['fall_predicted_share']:.2f} of {s['states']} states"

@@ -14,8 +14,8 @@ iteration: the first one carries a compiled rollout's one-off compilation), and 
 training counts as model fitting).
 On CUDA the planner captures each plan as a CUDA graph (``PlannerConfig.cuda_graph``) and
 the model trains on the GPU. Writes ``benchmarks/results/loop_speed[_cuda].json``, keeping the
-rows of other settings (preset, compiled or not) measured earlier; each row records the
-1-minute load average at its start.
+rows of other settings (preset, compiled or not) measured earlier on the same machine and
+device; each row records the 1-minute load average at its start.
 """
 
 from __future__ import annotations
@@ -118,15 +118,21 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     cuda = args.device == "cuda"
     out = RESULTS / f"loop_speed{'_cuda' if cuda else ''}.json"
-    # rows of other settings measured earlier on this device stay; reruns replace theirs
-    measured = {(row["preset"], row["compiled"]) for row in results}
-    earlier = json.loads(out.read_text())["results"] if out.exists() else []
     summary = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 torch thread",
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "torch": torch.__version__,
-        "results": [r for r in earlier if (r["preset"], r["compiled"]) not in measured] + results,
     }
+    # rows of other settings measured earlier on this machine and device stay; reruns replace
+    # theirs; another GPU's (or machine's) rows go
+    earlier = json.loads(out.read_text()) if out.exists() else {}
+    same_machine = all(earlier.get(key) == summary[key] for key in ("machine", "device"))
+    measured = {(row["preset"], row["compiled"]) for row in results}
+    summary["results"] = [
+        row
+        for row in (earlier.get("results", []) if same_machine else [])
+        if (row["preset"], row["compiled"]) not in measured
+    ] + results
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -199,7 +199,8 @@ def speed_rows() -> list[str]:
     if gpu_loop:
         cells = "; ".join(
             f"{r['preset']}: {r['steady_env_steps_per_s']:.0f} env steps/s "
-            f"(plan {r['plan_ms_per_step']:.1f} ms/step, whole-plan CUDA graph, not compiled)"
+            f"(plan {r['plan_ms_per_step']:.1f} ms/step, whole-plan CUDA graph, "
+            f"{'compiled' if r['compiled'] else 'not compiled'})"
             for r in gpu_loop["results"]
         )
         out.append(

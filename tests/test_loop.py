@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from dynaplan import loop, tasks
+from dynaplan.agents.factory import load_mpc_agent
 from dynaplan.buffer import ReplayBuffer
-from dynaplan.config import PlannerConfig
+from dynaplan.config import PlannerConfig, ValueConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.rundir import METRIC_COLUMNS, RunDir, last_evaluation, read_metrics
@@ -145,6 +146,21 @@ def test_the_loop_trains_and_plans_on_cuda(planner, tmp_path):
     result = loop.train(toy_config(planner, device="cuda"), tmp_path / "run")
     final = result.metrics[-1]["eval_return_mean"]
     assert final > -8.0, f"{planner} on CUDA: final evaluation return {final:.1f}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_value_and_prior_train_and_plan_on_cuda_and_load_on_the_cpu(tmp_path):
+    """Critics, the prior's SVG(H) updates, its start-state check and the planner's proposals
+    all on the GPU; the checkpoint then loads on a machine without one."""
+    config = toy_config(device="cuda", total_steps=500)
+    config.value = ValueConfig(enabled=True, updates=50)
+    config.policy.enabled, config.policy.check_horizon = True, 20
+    rows = loop.train(config, tmp_path / "run").metrics
+    assert rows[-1]["eval_return_mean"] > -8.0, rows[-1]
+    assert rows[-1]["policy_eval_return"] > -15.0, rows[-1]  # random actions score about -35
+    agent, _ = load_mpc_agent(tmp_path / "run", device="cpu")
+    assert next(agent.policy.parameters()).device.type == "cpu"
+    assert next(agent.terminal_value.parameters()).device.type == "cpu"
 
 
 def test_missing_cuda_is_a_config_error(tmp_path):

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -36,7 +36,8 @@ class TrainCommand:
     preset: str | None = None
     """Start from a tuned preset (e.g. pendulum, hopper); flags given here override it."""
     resume: Path | None = None
-    """Continue the run in this folder from its last checkpoint; other flags are ignored."""
+    """Continue the run in this folder from its last checkpoint; only --total-steps (to extend
+    it), --device, --threads and --progress may be given beside it."""
 
 
 @dataclass
@@ -47,7 +48,7 @@ class BaselineCommand:
     out: Path | None = None
     """Run folder to create (must not hold a run); default runs/<env>-<algo>-<time>."""
     resume: Path | None = None
-    """Continue the run in this folder from its last checkpoint; other flags are ignored."""
+    """Continue the run in this folder from its last checkpoint (no other flags)."""
 
 
 @dataclass
@@ -58,7 +59,7 @@ class MBPOCommand:
     out: Path | None = None
     """Run folder to create (must not hold a run); default runs/<env>-mbpo-<time>."""
     resume: Path | None = None
-    """Continue the run in this folder from its last checkpoint; other flags are ignored."""
+    """Continue the run in this folder from its last checkpoint (no other flags)."""
 
 
 @dataclass
@@ -197,7 +198,8 @@ def _train(args: list[str]) -> None:
     default = TrainCommand(load_preset(preset) if preset else TrainConfig())
     command = tyro.cli(TrainCommand, args=args, default=default, prog="dynaplan train")
     if command.resume is not None:
-        result = loop.resume(command.resume)
+        changes = _resume_changes(args, command.config, allowed=loop.RESUME_FIELDS)
+        result = loop.resume(command.resume, changes=changes)
     else:
         config = command.config
         out = command.out or _default_out(f"{config.env}-{config.planner}")
@@ -220,6 +222,7 @@ def _baseline(args: list[str]) -> None:
 
     command = tyro.cli(BaselineCommand, args=args, prog="dynaplan baseline")
     if command.resume is not None:
+        _resume_changes(args, command.config, allowed=())
         result = baselines.resume_baseline(command.resume)
     else:
         config = command.config
@@ -233,6 +236,7 @@ def _mbpo(args: list[str]) -> None:
 
     command = tyro.cli(MBPOCommand, args=args, prog="dynaplan mbpo")
     if command.resume is not None:
+        _resume_changes(args, command.config, allowed=())
         result = mbpo.resume_mbpo(command.resume)
     else:
         config = command.config
@@ -463,6 +467,28 @@ def _model_error(args: list[str]) -> None:
             f"({growth['long_horizon']}-step / {growth['short_horizon']}-step: {ratio_text})"
         )
     print(f"wrote {len(paths)} files to {out}")
+
+
+def _resume_changes(args: list[str], config: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The config fields that flags beside --resume set, with their parsed values; a flag for
+    anything outside ``allowed`` is an error rather than silently ignored."""
+    given = []
+    for arg in args:
+        if not arg.startswith("--") or arg.split("=", 1)[0] == "--resume":
+            continue
+        name = arg[2:].split("=", 1)[0].replace("-", "_")
+        if name.startswith("no_") and hasattr(config, name[3:]):
+            name = name[3:]  # --no-progress
+        given.append(name)
+    refused = [name for name in given if name not in allowed]
+    if refused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+        can = ", ".join("--" + name.replace("_", "-") for name in allowed) or "no flag"
+        raise ConfigError(
+            f"{flags} cannot change when a run resumes (its data and checkpoints come from "
+            f"the old settings); with --resume, {can} can. Start a new run with --out instead"
+        )
+    return {name: getattr(config, name) for name in given}
 
 
 def _value_of(flag: str, args: list[str]) -> str | None:

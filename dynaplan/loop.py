@@ -15,11 +15,13 @@ each training round and each iteration, so ``resume`` after a kill loses nothing
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -94,11 +96,42 @@ def _check_runnable(config: TrainConfig) -> None:
         _summary_writer_class()
 
 
-def resume(run_dir: str | Path, on_metrics: MetricsHook | None = None) -> RunResult:
-    """Continue a run from its last checkpoint and journal; ``on_metrics`` as in ``train``."""
+RESUME_FIELDS = ("total_steps", "device", "threads", "progress")
+"""What a resumed run may change: how long it runs, where, and how it reports. Anything else
+would make it another run than its data and checkpoints come from."""
+
+
+def resume(
+    run_dir: str | Path,
+    on_metrics: MetricsHook | None = None,
+    changes: dict[str, Any] | None = None,
+) -> RunResult:
+    """Continue a run from its last checkpoint and journal; ``on_metrics`` as in ``train``.
+
+    ``changes`` set :data:`RESUME_FIELDS` (``{"total_steps": 200_000, "device": "cpu"}``:
+    extend a run, or go on without the GPU it began on); they are saved in its config.json.
+    """
+    changes = changes or {}
+    refused = sorted(set(changes) - set(RESUME_FIELDS))
+    if refused:
+        raise ConfigError(
+            f"{', '.join(refused)} cannot change when a run resumes (its data and checkpoints "
+            f"come from the old setting); only {', '.join(RESUME_FIELDS)} can. Start a new run "
+            "for the new setting"
+        )
     with RunDir.open(run_dir) as run:
-        config = TrainConfig.load(run.config).validate()
-        return _run(config, run, checkpoint=run.load_checkpoint(), on_metrics=on_metrics)
+        config = dataclasses.replace(TrainConfig.load(run.config), **changes).validate()
+        checkpoint = run.load_checkpoint()
+        done = checkpoint.get("env_steps", 0)
+        if config.total_steps < done:
+            raise ConfigError(
+                f"total_steps {config.total_steps} is below the {done} env steps {run.path} "
+                "already holds; give a larger total"
+            )
+        if changes:
+            resolve_device(config.device)
+            config.save(run.config)
+        return _run(config, run, checkpoint=checkpoint, on_metrics=on_metrics)
 
 
 class Collector:

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -60,11 +61,15 @@ def test_no_traceback_from_the_console_script(tmp_path):
     assert result.stderr.count("\n") == 1
 
 
-def test_train_then_evaluate_then_refuse_overwrite(tmp_path, capsys):
-    run = tmp_path / "run"
+def tiny_train_args(run) -> list[str]:
     args = ["train", *TOY, "--total-steps", "300", "--random-steps", "200"]
     args += ["--steps-per-iteration", "100", "--horizon", "3", "--dynamics.hidden-size", "32"]
-    args += ["--search.num-candidates", "4", "--search.iterations", "3", "--out", str(run)]
+    return [*args, "--search.num-candidates", "4", "--search.iterations", "3", "--out", str(run)]
+
+
+def test_train_then_evaluate_then_refuse_overwrite(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = tiny_train_args(run)
     assert main(args) == 0
     assert "done: 300 env steps" in capsys.readouterr().out
     torch.set_num_threads(2)
@@ -73,6 +78,30 @@ def test_train_then_evaluate_then_refuse_overwrite(tmp_path, capsys):
     assert torch.get_num_threads() == 1  # the run's threads, not the machine's default
     assert main(args) == 2
     assert "already holds a run" in one_line_error(capsys)
+
+
+def test_a_resumed_run_extends_and_refuses_other_changes(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_train_args(run)) == 0
+    capsys.readouterr()
+    saved = (run / "config.json").read_text()
+    refusals = [
+        (["--search.lr", "0.5"], "--search.lr cannot change when a run resumes"),
+        (["--out", str(tmp_path / "other")], "--out cannot change"),
+        (["--total-steps", "250"], "below the 300 env steps"),
+    ]
+    if not torch.cuda.is_available():
+        refusals.append((["--device", "cuda"], "CUDA is not available"))
+    for flags, message in refusals:
+        assert main(["train", "--resume", str(run), *flags]) == 2, flags
+        assert message in one_line_error(capsys)
+        assert (run / "config.json").read_text() == saved  # nothing changed by a refusal
+
+    assert main(["train", "--resume", str(run), "--total-steps", "400", "--no-progress"]) == 0
+    assert "done: 400 env steps" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["total_steps"] == 400  # kept
+    assert main(["baseline", "--resume", str(run), "--total-steps", "400"]) == 2
+    assert "with --resume, no flag can" in one_line_error(capsys)
 
 
 def test_presets_load_and_validate():

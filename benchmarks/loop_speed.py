@@ -14,8 +14,8 @@ iteration: the first one carries a compiled rollout's one-off compilation), and 
 training counts as model fitting).
 On CUDA the planner captures each plan as a CUDA graph (``PlannerConfig.cuda_graph``) and
 the model trains on the GPU. Writes ``benchmarks/results/loop_speed[_cuda].json``, keeping the
-rows of other settings (preset, compiled or not) measured earlier on the same machine and
-device; each row records the 1-minute load average at its start.
+rows of other settings (preset, compiled or not) measured earlier on the same kind of
+machine and device with the same torch; each row records the 1-minute load average at its start.
 """
 
 from __future__ import annotations
@@ -123,10 +123,10 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "torch": torch.__version__,
     }
-    # rows of other settings measured earlier on this machine and device stay; reruns replace
-    # theirs; another GPU's (or machine's) rows go
+    # rows of other settings measured earlier on the same kind of machine, device and torch
+    # stay; reruns replace theirs; rows measured on another kind go
     earlier = json.loads(out.read_text()) if out.exists() else {}
-    same_machine = all(earlier.get(key) == summary[key] for key in ("machine", "device"))
+    same_machine = all(earlier.get(key) == summary[key] for key in ("machine", "device", "torch"))
     measured = {(row["preset"], row["compiled"]) for row in results}
     summary["results"] = [
         row

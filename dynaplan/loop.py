@@ -15,7 +15,6 @@ each training round and each iteration, so ``resume`` after a kill loses nothing
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -120,14 +119,14 @@ def resume(
             "for the new setting"
         )
     with RunDir.open(run_dir) as run:
-        config = dataclasses.replace(TrainConfig.load(run.config), **changes).validate()
-        checkpoint = run.load_checkpoint()
-        done = checkpoint.get("env_steps", 0)
-        if config.total_steps < done:
+        saved = TrainConfig.load(run.config)
+        config = saved.with_fields(changes).validate()
+        if config.total_steps < saved.total_steps:
             raise ConfigError(
-                f"total_steps {config.total_steps} is below the {done} env steps {run.path} "
-                "already holds; give a larger total"
+                f"total_steps can only extend a run: {run.path} runs to {saved.total_steps}, "
+                f"not {config.total_steps}"
             )
+        checkpoint = run.load_checkpoint()
         if changes:
             resolve_device(config.device)
             config.save(run.config)

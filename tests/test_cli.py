@@ -5,7 +5,9 @@ import sys
 import pytest
 import torch
 
+from dynaplan import loop
 from dynaplan.cli import main
+from dynaplan.errors import ConfigError
 from tests.conftest import toy_config
 
 TOY = ["--env", "dynaplan/PointMass-v0", "--no-progress", "--threads", "1"]
@@ -88,7 +90,7 @@ def test_a_resumed_run_extends_and_refuses_other_changes(tmp_path, capsys):
     refusals = [
         (["--search.lr", "0.5"], "--search.lr cannot change when a run resumes"),
         (["--out", str(tmp_path / "other")], "--out cannot change"),
-        (["--total-steps", "250"], "below the 300 env steps"),
+        (["--total-steps", "250"], "total_steps can only extend a run"),
     ]
     if not torch.cuda.is_available():
         refusals.append((["--device", "cuda"], "CUDA is not available"))
@@ -97,9 +99,15 @@ def test_a_resumed_run_extends_and_refuses_other_changes(tmp_path, capsys):
         assert message in one_line_error(capsys)
         assert (run / "config.json").read_text() == saved  # nothing changed by a refusal
 
+    with pytest.raises(ConfigError, match="seed cannot change"):
+        loop.resume(run, changes={"seed": 1})
+    with pytest.raises(ConfigError, match="total_steps must be of type int"):
+        loop.resume(run, changes={"total_steps": "400"})
+
     assert main(["train", "--resume", str(run), "--total-steps", "400", "--no-progress"]) == 0
     assert "done: 400 env steps" in capsys.readouterr().out
-    assert json.loads((run / "config.json").read_text())["total_steps"] == 400  # kept
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["total_steps"], saved["progress"]) == (400, False)  # kept for the next resume
     assert main(["baseline", "--resume", str(run), "--total-steps", "400"]) == 2
     assert "with --resume, no flag can" in one_line_error(capsys)
 

@@ -168,8 +168,14 @@ class PlannerBase:
         return {"previous": self._previous, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self._previous = state["previous"]
-        self.generator.set_state(state["generator"])
+        """Restore the previous plan and the generator; a generator state saved on another
+        device type (a run resumed off or onto a GPU) cannot be restored, and the generator
+        stays as seeded."""
+        previous = state["previous"]
+        self._previous = None if previous is None else previous.to(self.device)
+        generator_state = state["generator"]
+        if generator_state.numel() == self.generator.get_state().numel():
+            self.generator.set_state(generator_state)
         self._graph = None  # recapture from the restored generator state
 
 

@@ -100,6 +100,18 @@ def test_planner_state_round_trip_reproduces_the_next_plan():
     torch.testing.assert_close(q.plan(quadratic), expected)
 
 
+def test_a_state_saved_on_another_device_type_keeps_the_plan_and_the_seeded_generator():
+    p = planner("cem")
+    p.plan(quadratic)
+    state = p.state_dict()
+    state["generator"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state
+    q = planner("cem", seed=99)
+    q.load_state_dict(state)  # setting a CPU generator to that state would raise
+    torch.testing.assert_close(q._previous, p._previous)
+    assert torch.equal(q.generator.get_state(), planner("cem", seed=99).generator.get_state())
+    assert torch.isfinite(q.plan(quadratic)).all()
+
+
 def test_unknown_planner_and_bad_options_are_config_errors():
     with pytest.raises(ConfigError, match="unknown planner"):
         make_planner("ilqr", LOW, HIGH, 3)

@@ -281,6 +281,10 @@ EXPERIMENT_REFERENCES = {
         "issue #7 target: 3,000 at 100k (3 seeds); MBPO ≈ 3,000 at 70–100k; SB3 SAC ≈ 3,000 "
         "only after 1M; paper 200–300"
     ),
+    "hopper-discount": (
+        "issue #7 target: 3,000 at 100k (3 seeds); the same seeds with gamma 0.99: 1,911 and "
+        "2,384; MBPO ≈ 3,000 at 70–100k; paper 200–300"
+    ),
     "ant-value-prior": (
         "issue #7 target: 3,000 at 200k; MBBL PETS-CEM 1,166 at 200k; paper: MBRL near the "
         "zero-action policy (997)"

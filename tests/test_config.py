@@ -137,6 +137,7 @@ def test_a_preset_can_start_from_another_and_change_some_fields():
     assert long.policy.horizon == 30 and long.horizon == hopper.horizon == 10
     assert long.dynamics == hopper.dynamics and long.search.lr == hopper.search.lr  # kept
     assert long.search.iterations == 1 and long.search.safety_margin == 0.03  # changed
+    assert long.value.gamma == long.policy.gamma == 0.997 != hopper.value.gamma  # changed
     full_obs = load_preset("ant105-value-prior")
     assert full_obs.env_kwargs == {"include_cfrc_ext_in_observation": True}
     assert load_preset("ant-value-prior").env_kwargs == {"include_cfrc_ext_in_observation": False}

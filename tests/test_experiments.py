@@ -163,7 +163,10 @@ def test_beyond_small_budget_runs_mpc_value_policy_mbpo_and_sac_side_by_side(tmp
     labels = {s.label for s in result.comparison.summaries}
     mpc = "mbrl grad mlp H10 2 Adam steps"  # the small budget plans with 2
     prior = f"{mpc} + value + policy"  # with the hopper preset's start-state check
-    preset = "mbrl grad mlp H10 1 Adam step margin 0.03 + value + policy (H30, checked 100)"
+    preset = (
+        "mbrl grad mlp H10 1 Adam step margin 0.03 + value (gamma 0.997) "
+        "+ policy (H30, gamma 0.997, checked 100)"
+    )
     assert labels == {
         mpc,
         f"{mpc} + value",
@@ -171,7 +174,7 @@ def test_beyond_small_budget_runs_mpc_value_policy_mbpo_and_sac_side_by_side(tmp
         f"{prior} (checked 100): prior alone",
         f"{prior} (collects, checked 100)",
         f"{prior} (collects, checked 100): prior alone",
-        preset,  # hopper-value-prior: 1 Adam step (kept by the small budget) and its margin
+        preset,  # hopper-value-prior: 1 Adam step (kept by the small budget), margin, discounts
         f"{preset}: prior alone",
         "mbpo",
         "sac",

@@ -278,13 +278,15 @@ def test_cli_runs_evaluates_and_resumes(tmp_path, capsys):
         (["--real-ratio", "2"], "real_ratio must be in [0, 1]"),
         (["--rollout-batch", "7", "--model", "ensemble"], "multiple of the model's elites"),
         (["--env", "Nope-v0"], "Nope-v0"),
-        (["--resume", "/nonexistent/run"], "no run folder"),
+        (["--resume", "/nonexistent/run"], "with --resume, no flag can"),  # nor --out
     ],
 )
 def test_cli_rejects_bad_input_in_one_line(args, message, capsys, tmp_path):
     assert main([*TINY_CLI, *args, "--out", str(tmp_path / "run")]) == 2
     assert message in one_line_error(capsys)
     assert not (tmp_path / "run").exists()
+    assert main(["mbpo", "--resume", str(tmp_path / "run")]) == 2
+    assert "no run folder" in one_line_error(capsys)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

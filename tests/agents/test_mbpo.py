@@ -285,6 +285,9 @@ def test_cli_rejects_bad_input_in_one_line(args, message, capsys, tmp_path):
     assert main([*TINY_CLI, *args, "--out", str(tmp_path / "run")]) == 2
     assert message in one_line_error(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_resume_of_a_missing_folder_says_so(capsys, tmp_path):
     assert main(["mbpo", "--resume", str(tmp_path / "run")]) == 2
     assert "no run folder" in one_line_error(capsys)
 

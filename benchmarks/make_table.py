@@ -282,8 +282,8 @@ EXPERIMENT_REFERENCES = {
         "only after 1M; paper 200–300"
     ),
     "hopper-discount": (
-        "issue #7 target: 3,000 at 100k (3 seeds); the same seeds with gamma 0.99: 1,911 and "
-        "2,384; MBPO ≈ 3,000 at 70–100k; paper 200–300"
+        "issue #7 target: 3,000 at 100k (3 seeds); the same seeds with gamma 0.99: 1,911, "
+        "2,384, 3,048, 2,684 (2,507 ± 417); MBPO ≈ 3,000 at 70–100k; paper 200–300"
     ),
     "ant-value-prior": (
         "issue #7 target: 3,000 at 200k; MBBL PETS-CEM 1,166 at 200k; paper: MBRL near the "

@@ -91,6 +91,9 @@ class CompareCommand:
     """Log-scale env-step axis."""
     reference: tuple[str, ...] = ()
     """Horizontal reference lines LABEL=VALUE, e.g. "paper MBRL=250"."""
+    window: Annotated[tuple[int, int] | None, tyro.conf.arg(metavar="START END")] = None
+    """Also report each group's mean return over env steps START..END (each seed's mean
+    evaluation in it), steadier than one evaluation where curves swing."""
 
 
 @dataclass
@@ -250,7 +253,13 @@ def _compare(args: list[str]) -> None:
     command = tyro.cli(CompareCommand, args=args, prog="dynaplan compare")
     out = command.out or _default_out("compare")
     result = compare(
-        command.run_dirs, out, command.budgets, command.threshold, command.reference, command.log_x
+        command.run_dirs,
+        out,
+        command.budgets,
+        command.threshold,
+        command.reference,
+        command.log_x,
+        command.window,
     )
     _print_comparison(result, out)
 
@@ -262,6 +271,8 @@ def _print_comparison(result: Comparison, out: Path) -> None:
             f"  {summary.label:<28} {len(summary.runs)} seed(s), return @ {final.budget:,} steps "
             f"{final.mean:.1f} ± {final.std:.1f}"
         )
+        if (w := summary.window) is not None:
+            line += f", mean over {w.start:,}–{w.end:,} {w.mean:.1f} ± {w.std:.1f}"
         if summary.threshold is not None:
             t = summary.threshold
             line += f", reached {t.threshold:g}: {t.reached}/{t.n}"

@@ -1,5 +1,5 @@
-"""Comparing runs across seeds: learning curves with bootstrap CIs, returns at budgets, and
-env steps to reach a return threshold.
+"""Comparing runs across seeds: learning curves with bootstrap CIs, returns at budgets, each
+seed's mean return over a window of env steps, and env steps to reach a return threshold.
 
 Runs are grouped by the ``label`` in their ``config.json`` or one derived from it
 (``mbrl grad mlp H10 5 Adam steps``, ``ppo``, ``ppo zoo``, ``zero``, ...); each run of a
@@ -60,6 +60,19 @@ class Run:
         before = np.flatnonzero(self.steps <= budget)
         return float(self.returns[before[-1]]) if len(before) else math.nan
 
+    def mean_over(self, start: float, end: float) -> float:
+        """Mean of the evaluations at env steps in ``[start, end]``: steadier than one
+        evaluation at a budget where curves swing. A finished run that ended before ``start``
+        (one stopped at its target return) counts its last evaluation, as at a budget; NaN if
+        an unfinished run has not collected ``end`` env steps yet, or there is no evaluation."""
+        collected = self.steps[-1] if self.collected is None else self.collected
+        if end > collected and not self.finished:
+            return math.nan
+        if self.finished and self.steps[-1] < start:
+            return float(self.returns[-1])
+        inside = (self.steps >= start) & (self.steps <= end)
+        return float(self.returns[inside].mean()) if inside.any() else math.nan
+
     def steps_to_reach(self, threshold: float) -> int | None:
         """Env steps of the first evaluation whose return reaches ``threshold``."""
         hits = np.flatnonzero(self.returns >= threshold)
@@ -77,15 +90,45 @@ class Band:
 
 
 @dataclass
-class BudgetStats:
-    """Returns of a group's seeds at one budget of env steps."""
+class SeedStats:
+    """Mean ± std over a group's seeds with a bootstrap CI of the mean; ``n``: the seeds that
+    have a value."""
 
-    budget: int
     n: int
     mean: float
     std: float
     ci_low: float
     ci_high: float
+
+    @staticmethod
+    def fields_of(values: np.ndarray) -> dict[str, float]:
+        """The fields for ``values: [N]`` (one per seed, NaN where a seed has none)."""
+        values = values[np.isfinite(values)]
+        if not len(values):
+            return dict(n=0, mean=math.nan, std=math.nan, ci_low=math.nan, ci_high=math.nan)
+        low, high = bootstrap_ci(values[:, None])
+        return dict(
+            n=len(values),
+            mean=float(values.mean()),
+            std=float(values.std()),
+            ci_low=float(low[0]),
+            ci_high=float(high[0]),
+        )
+
+
+@dataclass
+class BudgetStats(SeedStats):
+    """Returns of a group's seeds at one budget of env steps."""
+
+    budget: int
+
+
+@dataclass
+class WindowStats(SeedStats):
+    """Each seed's mean evaluation return over env steps ``[start, end]``, over the seeds."""
+
+    start: int
+    end: int
 
 
 @dataclass
@@ -107,6 +150,7 @@ class GroupSummary:
     budgets: list[BudgetStats]
     threshold: ThresholdStats | None
     notes: list[str] = field(default_factory=list)
+    window: WindowStats | None = None
 
     @property
     def seeds(self) -> list[int]:
@@ -274,27 +318,25 @@ def mean_band(runs: Sequence[Run]) -> Band:
 
 
 def summarise(
-    label: str, runs: Sequence[Run], budgets: Sequence[int], threshold: float | None
+    label: str,
+    runs: Sequence[Run],
+    budgets: Sequence[int],
+    threshold: float | None,
+    window: tuple[int, int] | None = None,
 ) -> GroupSummary:
-    """Returns at each budget and steps to the threshold for one group."""
-    stats = []
-    for budget in budgets:
-        values = np.array([run.return_at(budget) for run in runs])
-        values = values[np.isfinite(values)]
-        if len(values):
-            low, high = bootstrap_ci(values[:, None])
-            stats.append(
-                BudgetStats(
-                    budget,
-                    len(values),
-                    float(values.mean()),
-                    float(values.std()),
-                    float(low[0]),
-                    float(high[0]),
-                )
-            )
-        else:
-            stats.append(BudgetStats(budget, 0, *([math.nan] * 4)))
+    """Returns at each budget, the mean return over ``window`` (start, end env steps) and
+    steps to the threshold for one group."""
+    stats = [
+        BudgetStats(
+            budget=budget, **SeedStats.fields_of(np.array([r.return_at(budget) for r in runs]))
+        )
+        for budget in budgets
+    ]
+    over_window = None
+    if window is not None:
+        start, end = window
+        values = np.array([run.mean_over(start, end) for run in runs])
+        over_window = WindowStats(start=start, end=end, **SeedStats.fields_of(values))
     reach = None
     if threshold is not None:
         hits = [s for s in (run.steps_to_reach(threshold) for run in runs) if s is not None]
@@ -312,7 +354,7 @@ def summarise(
             f"seeds end at different env steps ({min(ends)}–{max(ends)}): the curve stops at "
             f"{min(ends)}, where the shortest seed ends"
         )
-    return GroupSummary(label, list(runs), stats, reach, notes)
+    return GroupSummary(label, list(runs), stats, reach, notes, over_window)
 
 
 def parse_reference(text: str) -> tuple[str, float]:
@@ -380,6 +422,9 @@ def write_summary_csv(summaries: Sequence[GroupSummary], path: str | Path) -> No
         for b in s.budgets:
             for key in ("mean", "std", "ci_low", "ci_high", "n"):
                 row[f"return_at_{b.budget}_{key}"] = getattr(b, key)
+        if (w := s.window) is not None:
+            for key in ("mean", "std", "ci_low", "ci_high", "n"):
+                row[f"mean_return_{w.start}_{w.end}_{key}"] = getattr(w, key)
         if s.threshold is not None:
             t = s.threshold
             row["threshold"] = t.threshold
@@ -402,12 +447,24 @@ def _fmt(x: float, digits: int = 1) -> str:
     return f"{x:,.0f}" if abs(x) >= 1000 or digits == 0 else f"{x:.{digits}f}"
 
 
+def _cell(stats: SeedStats, seeds: int) -> str:
+    """``mean ± std [CI]``, with ``(n=k)`` when only k of the group's seeds have a value."""
+    if stats.n == 0:
+        return "–"
+    n = "" if stats.n == seeds else f" (n={stats.n})"
+    ci = f"[{_fmt(stats.ci_low)}, {_fmt(stats.ci_high)}]"
+    return f"{_fmt(stats.mean)} ± {_fmt(stats.std)} {ci}{n}"
+
+
 def write_summary_md(
     summaries: Sequence[GroupSummary], path: str | Path, title: str, skipped: Sequence[str] = ()
 ) -> None:
     """The summary as a Markdown table, with the definitions and the runs behind each row."""
     threshold = summaries[0].threshold.threshold if summaries[0].threshold else None
+    window = summaries[0].window
     head = ["group", "seeds"] + [f"return @ {b.budget:,} steps" for b in summaries[0].budgets]
+    if window is not None:
+        head.append(f"mean return {window.start:,}–{window.end:,} steps")
     if threshold is not None:
         head += [f"steps to ≥ {threshold:g}: median [IQR]", "reached"]
     lines = [
@@ -416,6 +473,12 @@ def write_summary_md(
         "Return: mean ± std over seeds [95% bootstrap CI of the mean]; a seed's return at a "
         "budget is its last evaluation at or before it, none past the end of a run that was "
         "stopped before it finished (n: seeds with one)."
+        + (
+            " Mean return over a window: each seed's mean evaluation in it, then mean ± std "
+            "over the seeds, none for a run still short of the window's end."
+            if window is not None
+            else ""
+        )
         + (
             " Steps to the threshold: first evaluation that reaches it; median and "
             "interquartile range over the seeds that reached it."
@@ -428,12 +491,9 @@ def write_summary_md(
     ]
     for s in summaries:
         cells = [s.label, str(len(s.runs))]
-        for b in s.budgets:
-            if b.n == 0:
-                cells.append("–")
-                continue
-            n = "" if b.n == len(s.runs) else f" (n={b.n})"
-            cells.append(f"{_fmt(b.mean)} ± {_fmt(b.std)} [{_fmt(b.ci_low)}, {_fmt(b.ci_high)}]{n}")
+        cells += [_cell(b, len(s.runs)) for b in s.budgets]
+        if s.window is not None:
+            cells.append(_cell(s.window, len(s.runs)))
         if s.threshold is not None:
             t = s.threshold
             steps = f"{_fmt(t.median, 0)} [{_fmt(t.q25, 0)}, {_fmt(t.q75, 0)}]"
@@ -457,18 +517,26 @@ def compare(
     threshold: float | None = None,
     references: Sequence[str] = (),
     log_x: bool = False,
+    window: tuple[int, int] | None = None,
 ) -> Comparison:
     """Group the runs, write ``curves.png``, ``summary.csv`` and ``summary.md`` into ``out``.
 
     Without ``budgets``, the one budget is the last env step of any run (final returns).
+    ``window`` (start, end env steps) adds each group's mean return over that window.
     """
     lines = [parse_reference(text) for text in references]
     if any(b <= 0 for b in budgets):
         raise ConfigError(f"budgets must be positive env steps, got {list(budgets)}")
+    if window is not None and not 0 <= window[0] <= window[1]:
+        raise ConfigError(
+            f"--window takes START END env steps with 0 <= START <= END, got {list(window)}"
+        )
     runs, skipped = load_runs(patterns)
     groups = group_runs(runs)
     budgets = sorted(set(budgets)) or [int(max(run.steps[-1] for run in runs))]
-    summaries = [summarise(label, group, budgets, threshold) for label, group in groups.items()]
+    summaries = [
+        summarise(label, group, budgets, threshold, window) for label, group in groups.items()
+    ]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     title = " / ".join(sorted({run.env for run in runs}))

@@ -170,6 +170,22 @@ def test_budgets_take_the_last_evaluation_at_or_before_them():
     assert stats[2].ci_low <= stats[2].mean <= stats[2].ci_high
 
 
+def test_window_means_each_seeds_evaluations_in_it_then_summarises_over_seeds():
+    runs = synthetic([([100, 200, 300, 400], [1.0, 2.0, 4.0, 9.0]), ([150, 350], [10.0, 30.0])])
+    assert runs[0].mean_over(200, 300) == 3.0  # both ends count
+    assert math.isnan(runs[1].mean_over(200, 300))  # no evaluation in it
+    assert runs[0].mean_over(500, 600) == 9.0  # finished before the window: its last
+    runs[1].finished = False  # still running at 350: a window past that is not over yet
+    assert runs[1].mean_over(100, 350) == 20.0 and math.isnan(runs[1].mean_over(100, 351))
+    window = summarise("x", runs, [400], None, window=(150, 350)).window
+    assert (window.start, window.end, window.n) == (150, 350, 2)
+    assert window.mean == pytest.approx((3.0 + 20.0) / 2) and window.std == pytest.approx(8.5)
+    assert window.ci_low <= window.mean <= window.ci_high
+    alone = summarise("x", runs, [400], None, window=(100, 400)).window
+    assert alone.n == 1 and alone.mean == 4.0  # (1 + 2 + 4 + 9) / 4; the running seed has none
+    assert summarise("x", runs, [400], None).window is None
+
+
 def test_steps_to_threshold_median_iqr_and_count():
     runs = synthetic(
         [
@@ -218,11 +234,24 @@ def test_compare_groups_globs_and_writes_files(tmp_path, capsys):
     assert rows["ppo"]["reached"] == "3"
     md = (out / "summary.md").read_text()
     assert "| ppo | 3 | 10.0 ± 8.2" in md and "3,000 [3,000, 3,000] | 3/3" in md
+    assert "mean return" not in md  # no window asked for
+
+    windowed = compare([str(runs / "ppo-*")], tmp_path / "win", window=(2000, 3000))
+    (ppo,) = windowed.summaries
+    assert ppo.window.mean == pytest.approx(180.0)  # the seeds' means: 175, 180, 185
+    with open(tmp_path / "win" / "summary.csv", newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert float(row["mean_return_2000_3000_mean"]) == pytest.approx(180.0)
+    md = (tmp_path / "win" / "summary.md").read_text()
+    assert "mean return 2,000–3,000 steps" in md and "| 180.0 ± 4.1 [" in md
 
     # the CLI expands a quoted pattern itself
     assert main(["compare", str(runs / "*-[01]"), "--out", str(tmp_path / "cli")]) == 0
     printed = capsys.readouterr().out
     assert "ppo" in printed and "2 seed(s)" in printed
+    args = ["compare", str(runs / "ppo-*"), "--out", str(tmp_path / "w"), "--window", "0", "3000"]
+    assert main(args) == 0
+    assert "mean over 0–3,000 123.3 ± 5.4" in capsys.readouterr().out
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
@@ -235,6 +264,10 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="LABEL=VALUE"):
         parse_reference("paper 250")
+    write_run(tmp_path / "run", PPO, 0, [100], [1.0])
+    window = ["compare", str(tmp_path / "run"), "--out", str(tmp_path / "o"), "--window"]
+    assert main([*window, "300", "200"]) == 2
+    assert "0 <= START <= END" in capsys.readouterr().err
     assert parse_reference("a=b=3") == ("a=b", 3.0)
 
 

@@ -51,11 +51,16 @@ class Run:
     collected: float | None = None
     """Env steps in its last metrics row, evaluated or not (default: its last evaluation's)."""
 
+    def stopped_short_of(self, env_steps: float) -> bool:
+        """Whether the run is unfinished and has not collected ``env_steps`` yet, so it has no
+        return there (it was killed, or it is still running)."""
+        end = self.steps[-1] if self.collected is None else self.collected
+        return env_steps > end and not self.finished
+
     def return_at(self, budget: float) -> float:
         """The last evaluation at or before ``budget`` env steps; NaN if there is none yet, or
         if an unfinished run stopped short of ``budget``."""
-        end = self.steps[-1] if self.collected is None else self.collected
-        if budget > end and not self.finished:
+        if self.stopped_short_of(budget):
             return math.nan
         before = np.flatnonzero(self.steps <= budget)
         return float(self.returns[before[-1]]) if len(before) else math.nan
@@ -65,8 +70,7 @@ class Run:
         evaluation at a budget where curves swing. A finished run that ended before ``start``
         (one stopped at its target return) counts its last evaluation, as at a budget; NaN if
         an unfinished run has not collected ``end`` env steps yet, or there is no evaluation."""
-        collected = self.steps[-1] if self.collected is None else self.collected
-        if end > collected and not self.finished:
+        if self.stopped_short_of(end):
             return math.nan
         if self.finished and self.steps[-1] < start:
             return float(self.returns[-1])
@@ -475,7 +479,8 @@ def write_summary_md(
         "stopped before it finished (n: seeds with one)."
         + (
             " Mean return over a window: each seed's mean evaluation in it, then mean ± std "
-            "over the seeds, none for a run still short of the window's end."
+            "over the seeds; none for a run still short of the window's end, the last "
+            "evaluation for a finished run that ended before the window."
             if window is not None
             else ""
         )

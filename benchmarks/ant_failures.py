@@ -63,18 +63,26 @@ def seen_coming(
 def failures(
     buffer: ReplayBuffer, upright: np.ndarray, next_upright: np.ndarray, z_high: float, window: int
 ) -> list[dict]:
-    """Per window of ``window`` env steps: upside-down share, turn-overs, jumps out, episodes."""
+    """Per window of ``window`` env steps: upside-down share, turn-overs, jumps out, episodes.
+
+    Turn-overs are also given per 1,000 upright steps: an ant on its back cannot turn over
+    again until its episode ends, so runs that spend long on their backs (or that cut their
+    episodes at a turn-over) are only comparable by this rate, not by the raw count."""
     same_episode = np.r_[False, buffer.episode[1:] == buffer.episode[:-1]]
     turned_over = turn_overs(upright, next_upright)
     jumped_out = buffer.terminated & (buffer.next_obs[:, 0] > z_high)
     rows = []
     for start in range(0, len(buffer), window):
         part = slice(start, min(start + window, len(buffer)))
+        upright_steps = int((upright[part] >= 0).sum())
         rows.append(
             {
                 "env_steps": [start, part.stop],
                 "upside_down_share": float(np.mean(upright[part] < 0)),
                 "turn_overs": int(turned_over[part].sum()),
+                "turn_overs_per_1k_upright_steps": (
+                    1000 * float(turned_over[part].sum()) / upright_steps if upright_steps else None
+                ),
                 "jumps_out": int(jumped_out[part].sum()),
                 "other_terminations": int((buffer.terminated[part] & ~jumped_out[part]).sum()),
                 "episodes_started": int((~same_episode[part]).sum()),
@@ -139,9 +147,11 @@ def main() -> None:
     plot(rows, args.out / f"{args.name}.png", f"{config.env}: {args.run_dir.name}")
     for r in rows:
         lo, hi = (s // 1000 for s in r["env_steps"])
+        rate = r["turn_overs_per_1k_upright_steps"]
         print(
             f"{lo:>4}-{hi}k  upside down {r['upside_down_share']:.2f}  turned over "
-            f"{r['turn_overs']:>2}  jumped out {r['jumps_out']:>2}  of {r['episodes_started']}"
+            f"{r['turn_overs']:>2} ({'-' if rate is None else f'{rate:.1f}'} per 1k upright)  "
+            f"jumped out {r['jumps_out']:>2}  of {r['episodes_started']}"
         )
     for horizon, f in foresight.items():
         print(f"final model: {f['seen']} of {f['turn_overs']} turn-overs seen {horizon} ahead")

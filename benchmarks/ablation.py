@@ -3,6 +3,7 @@
     python benchmarks/ablation.py runs/long/ant-vp-seed0 --name ant --episodes 3
     python benchmarks/ablation.py RUN --name hopper --settings "as trained" "safety margin 0.03"
     python benchmarks/ablation.py RUN --name ant-margin --settings "search.safety_margin=0.1"
+    python benchmarks/ablation.py RUN --name ant-190k --at-steps 192000   # a --snapshots run
 
 Writes ``benchmarks/results/ablation_NAME.json`` and ``.png``: the return of the same
 evaluation episodes as trained, with the prior alone, without the terminal value or the
@@ -32,17 +33,23 @@ def main() -> None:
     parser.add_argument("--note", default="", help="how the run was made, for the README row")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
+        "--at-steps", type=int, help="ablate the snapshot at this many env steps (--snapshots runs)"
+    )
+    parser.add_argument(
         "--settings", nargs="*", default=[], metavar="LABEL", help=f"of {list(DEFAULT_SETTINGS)}"
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    scores = ablate(args.run_dir, args.episodes, args.seed, select_settings(args.settings))
+    settings = select_settings(args.settings)
+    scores = ablate(args.run_dir, args.episodes, args.seed, settings, args.at_steps)
     for s in scores:
         print(
             f"{s.setting:<32} return {s.return_mean:8.1f} ± {s.return_std:6.1f}   "
             f"{s.ms_per_step:6.1f} ms/step"
         )
-    write_ablation(scores, args.run_dir, args.episodes, args.out, args.name, args.note)
+    write_ablation(
+        scores, args.run_dir, args.episodes, args.out, args.name, args.note, args.at_steps
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ class TrainCommand:
     """Start from a tuned preset (e.g. pendulum, hopper); flags given here override it."""
     resume: Path | None = None
     """Continue the run in this folder from its last checkpoint; only --total-steps (to extend
-    it), --device, --threads and --progress may be given beside it."""
+    it), --device, --threads, --progress and --snapshots may be given beside it."""
 
 
 @dataclass
@@ -147,6 +147,9 @@ class EvaluateCommand:
     """FIELD=VALUE planning changes for an MPC run, e.g. --change horizon=5
     value.enabled=false (planner, horizon, search.*, value.enabled, value.pessimism,
     policy.enabled, policy.share, policy.noise)."""
+    at_steps: int | None = None
+    """Evaluate the controller as it was at this many env steps (a snapshot of an MPC run
+    trained with --snapshots) instead of its last checkpoint."""
 
 
 SOLVED_RETURN = 1000.0
@@ -348,14 +351,17 @@ def _evaluate(args: list[str]) -> None:
 
     command = tyro.cli(EvaluateCommand, args=args, prog="dynaplan evaluate")
     baseline, mbpo = is_baseline_run(command.run_dir), is_mbpo_run(command.run_dir)
-    if command.change and (baseline or mbpo):
-        raise ConfigError("--change applies to MPC runs (dynaplan train), not baselines or MBPO")
+    for flag, given in (("--change", command.change), ("--at-steps", command.at_steps)):
+        if given not in (None, ()) and (baseline or mbpo):
+            raise ConfigError(f"{flag} applies to MPC runs (dynaplan train), not baselines or MBPO")
     if baseline:
         agent, config = load_baseline_agent(command.run_dir)
     elif mbpo:
         agent, config = load_mbpo_agent(command.run_dir)
     else:
-        agent, config = load_mpc_agent(command.run_dir, changes=parse_assignments(command.change))
+        agent, config = load_mpc_agent(
+            command.run_dir, changes=parse_assignments(command.change), at_steps=command.at_steps
+        )
     if command.no_plan:
         if getattr(agent, "policy", None) is None:
             raise ConfigError(

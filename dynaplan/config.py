@@ -249,6 +249,10 @@ class TrainConfig:
     """Show a progress bar."""
     tensorboard: bool = False
     """Also write TensorBoard event files (needs the tensorboard extra)."""
+    snapshots: bool = False
+    """Keep the checkpoint of every evaluated controller as snapshots/step_NNNNNNN.pt (hard
+    links, about 8 MB each on Ant), to evaluate or ablate it later with --at-steps: what the
+    run did before a collapse, not only its last state."""
     label: str | None = None
     """Group name in comparisons; default 'mbrl PLANNER MODEL H<horizon>'."""
 

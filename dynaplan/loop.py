@@ -95,9 +95,9 @@ def _check_runnable(config: TrainConfig) -> None:
         _summary_writer_class()
 
 
-RESUME_FIELDS = ("total_steps", "device", "threads", "progress")
-"""What a resumed run may change: how long it runs, where, and how it reports. Anything else
-would make it another run than its data and checkpoints come from."""
+RESUME_FIELDS = ("total_steps", "device", "threads", "progress", "snapshots")
+"""What a resumed run may change: how long it runs, where, how it reports and what it keeps.
+Anything else would make it another run than its data and checkpoints come from."""
 
 
 def resume(
@@ -385,6 +385,8 @@ def _run(
         if on_metrics is not None and evaluated:
             on_metrics(row)
         save(iteration + 1, model_trained=False)
+        if evaluated and config.snapshots:  # the weights just evaluated
+            run.snapshot(len(buffer))
         model.save(run.model)
         plot_learning_curve(metrics, run.plot, f"{config.env} · {config.planner} · {config.model}")
         if writer is not None:

@@ -3,7 +3,9 @@
 Checkpoints are written atomically (temp file + rename) and read with
 ``torch.load(weights_only=True)``, so a run folder cannot execute code when loaded. One
 process at a time writes a run folder: training and resuming hold its lock file
-(``with run:``), which the OS drops when that process ends, a kill included.
+(``with run:``), which the OS drops when that process ends, a kill included. A run trained
+with ``snapshots`` also keeps the checkpoint of every evaluated controller under
+``snapshots/`` (hard links to the checkpoint file that each rename leaves behind, so no copy).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import csv
 import json
 import math
 import os
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,6 +66,7 @@ class RunDir:
         self.config = self.path / "config.json"
         self.metrics = self.path / "metrics.csv"
         self.checkpoint = self.path / "checkpoint.pt"
+        self.snapshots = self.path / "snapshots"
         self.journal = self.path / "transitions.bin"
         self.model = self.path / "model.pt"
         self.plot = self.path / "learning_curve.png"
@@ -113,14 +118,52 @@ class RunDir:
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint)
 
-    def load_checkpoint(self, device: torch.device | str = "cpu") -> dict[str, Any]:
+    def load_checkpoint(
+        self, device: torch.device | str = "cpu", at_steps: int | None = None
+    ) -> dict[str, Any]:
+        """The last checkpoint, or with ``at_steps`` the snapshot taken at that many env steps."""
+        path = self.checkpoint if at_steps is None else self._snapshot_to_load(at_steps)
         try:
-            return torch.load(self.checkpoint, map_location=device, weights_only=True)
+            return torch.load(path, map_location=device, weights_only=True)
         except Exception as exc:  # any unpickling failure means the file is unusable
             raise CheckpointError(
-                f"{self.checkpoint} is corrupt or not a dynaplan checkpoint ({exc}); "
+                f"{path} is corrupt or not a dynaplan checkpoint ({exc}); "
                 "start a new run with --out"
             ) from exc
+
+    def snapshot(self, env_steps: int) -> Path:
+        """Keep the current checkpoint as the snapshot at ``env_steps`` (replacing one left by
+        a killed attempt at the same iteration); a hard link, or a copy where links fail."""
+        self.snapshots.mkdir(exist_ok=True)
+        path = self.snapshots / f"step_{env_steps:07d}.pt"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(self.checkpoint, tmp)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(self.checkpoint, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def snapshot_steps(self) -> list[int]:
+        """Env steps of the snapshots in this folder, ascending."""
+        found = (re.fullmatch(r"step_(\d+)\.pt", p.name) for p in self.snapshots.glob("*.pt"))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def _snapshot_to_load(self, env_steps: int) -> Path:
+        path = self.snapshots / f"step_{env_steps:07d}.pt"
+        if path.is_file():
+            return path
+        steps = self.snapshot_steps()
+        if not steps:
+            raise CheckpointError(
+                f"{self.path} has no snapshots; only runs trained with --snapshots keep the "
+                "checkpoint of each evaluation (without --at-steps the last one is used)"
+            )
+        raise CheckpointError(
+            f"{self.path} has no snapshot at {env_steps} env steps; it has "
+            f"{', '.join(map(str, steps))}"
+        )
 
     def append_metrics(self, row: dict[str, float]) -> None:
         if self.metrics.exists() and self._metrics_header() != list(METRIC_COLUMNS):

@@ -104,10 +104,15 @@ def test_a_resumed_run_extends_and_refuses_other_changes(tmp_path, capsys):
     with pytest.raises(ConfigError, match="total_steps must be of type int"):
         loop.resume(run, changes={"total_steps": "400"})
 
-    assert main(["train", "--resume", str(run), "--total-steps", "400", "--no-progress"]) == 0
+    extend = ["--total-steps", "400", "--no-progress", "--snapshots"]
+    assert main(["train", "--resume", str(run), *extend]) == 0
     assert "done: 400 env steps" in capsys.readouterr().out
     saved = json.loads((run / "config.json").read_text())
-    assert (saved["total_steps"], saved["progress"]) == (400, False)  # kept for the next resume
+    assert (saved["total_steps"], saved["progress"], saved["snapshots"]) == (400, False, True)
+    assert main(["evaluate", str(run), "--at-steps", "400", "--episodes", "1"]) == 0
+    assert "over 1 episodes" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--at-steps", "300"]) == 2  # before --snapshots
+    assert "no snapshot at 300 env steps; it has 400" in one_line_error(capsys)
     assert main(["baseline", "--resume", str(run), "--total-steps", "400"]) == 2
     assert "with --resume, no flag can" in one_line_error(capsys)
 

@@ -68,6 +68,40 @@ def test_eval_every_evaluates_every_nth_iteration_and_always_the_last(tmp_path):
     assert last_evaluation(rows[:2]) == rows[1] and last_evaluation(rows[:1]) is None
 
 
+def test_snapshots_keep_each_evaluated_controller(monkeypatch, tmp_path):
+    evaluated = []  # the model weights of each evaluation, as the loop evaluated them
+
+    def recording(agent, *args):
+        evaluated.append({k: v.clone() for k, v in agent.model.state_dict().items()})
+        return evaluate_as_trained(agent, *args)
+
+    evaluate_as_trained = loop._evaluate
+    monkeypatch.setattr(loop, "_evaluate", recording)
+    config = toy_config(total_steps=500, eval_every=2, snapshots=True)  # evaluated at 400, 500
+    run = RunDir(loop.train(config, tmp_path / "run").run_dir)
+    assert run.snapshot_steps() == [400, 500]
+
+    def same(model: dict, weights: dict) -> bool:
+        return all(torch.equal(model[name], w) for name, w in weights.items())
+
+    for steps, weights in zip((400, 500), evaluated, strict=True):
+        snapshot = run.load_checkpoint(at_steps=steps)
+        assert (snapshot["env_steps"], snapshot["trained"]) == (steps, False)
+        assert same(snapshot["model"], weights)
+    assert not same(evaluated[0], evaluated[1])
+    agent, _ = load_mpc_agent(run.path, "cpu", at_steps=400)
+    assert same(agent.model.state_dict(), evaluated[0])
+    with pytest.raises(CheckpointError, match="no snapshot at 450 env steps; it has 400, 500"):
+        run.load_checkpoint(at_steps=450)
+
+
+def test_a_run_without_snapshots_says_how_to_get_them(tmp_path):
+    run = RunDir(loop.train(toy_config(total_steps=300), tmp_path / "run").run_dir)
+    assert not run.snapshots.exists()
+    with pytest.raises(CheckpointError, match="only runs trained with --snapshots"):
+        run.load_checkpoint(at_steps=300)
+
+
 def test_from_scratch_retraining_runs(tmp_path):
     config = toy_config(total_steps=300)
     config.dynamics.from_scratch = True

@@ -150,9 +150,13 @@ def build_policy_trainer(config: TrainConfig, agent: MPCAgent) -> PolicyTrainer 
 
 
 def load_mpc_agent(
-    run_dir: str | Path, device: str = "auto", changes: dict[str, Any] | None = None
+    run_dir: str | Path,
+    device: str = "auto",
+    changes: dict[str, Any] | None = None,
+    at_steps: int | None = None,
 ) -> tuple[MPCAgent, TrainConfig]:
-    """The MPC agent of a run folder, with the model (value, prior) of its latest checkpoint.
+    """The MPC agent of a run folder, with the model (value, prior) of its latest checkpoint,
+    or of its snapshot at ``at_steps`` env steps (runs trained with ``snapshots``).
 
     ``changes`` are dotted :data:`PLANNING_FIELDS` (``{"horizon": 5, "value.enabled":
     False}``) to plan differently with the same learned parts; the config returned has them.
@@ -161,7 +165,7 @@ def load_mpc_agent(
     config = _with_planning_changes(TrainConfig.load(run.config), changes or {}, run.path)
     env = make_env(config.env, **config.env_kwargs)
     agent = build_mpc_agent(config, env, resolve_device(device))
-    checkpoint = run.load_checkpoint(agent.planner.device)
+    checkpoint = run.load_checkpoint(agent.planner.device, at_steps)
     agent.model.load_state_dict(checkpoint["model"])
     if agent.terminal_value is not None:
         agent.terminal_value.load_state_dict(checkpoint["value"])

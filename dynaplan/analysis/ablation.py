@@ -114,18 +114,20 @@ def ablate(
     episodes: int,
     seed: int,
     settings: dict[str, dict[str, Any] | str] = DEFAULT_SETTINGS,
+    at_steps: int | None = None,
 ) -> list[AblationScore]:
-    """Evaluate the run's checkpoint under each applicable setting on the same ``episodes``
-    (seeds ``seed, seed + 1, ...``) on the CPU, eagerly: the plans of a compiled rollout up to
-    rounding, without a compile per setting in the timings."""
+    """Evaluate the run's checkpoint (its snapshot at ``at_steps`` env steps, if given) under
+    each applicable setting on the same ``episodes`` (seeds ``seed, seed + 1, ...``) on the CPU,
+    eagerly: the plans of a compiled rollout up to rounding, without a compile per setting in
+    the timings."""
     scores = []
     for label, changes in applicable_settings(run_dir, settings).items():
         if changes == PRIOR_ALONE:
-            mpc, config = load_mpc_agent(run_dir, "cpu")
+            mpc, config = load_mpc_agent(run_dir, "cpu", at_steps=at_steps)
             agent, timed = PolicyAgent(mpc.policy), None
         else:
             eager = {"search.compile": False, **changes}  # type: ignore[dict-item]
-            agent, config = load_mpc_agent(run_dir, "cpu", eager)
+            agent, config = load_mpc_agent(run_dir, "cpu", eager, at_steps)
             timed = agent
         env = make_env(config.env, **config.env_kwargs)
         result = evaluate(agent, env, episodes, seed)
@@ -154,13 +156,16 @@ def write_ablation(
     out: Path,
     name: str,
     note: str = "",
+    at_steps: int | None = None,
 ) -> list[Path]:
     """``ablation_NAME.json`` and ``.png`` (return per setting) in ``out``; ``note`` says how
-    the run was made."""
+    the run was made, ``at_steps`` which snapshot was ablated (None: the last checkpoint)."""
     out.mkdir(parents=True, exist_ok=True)
     run = RunDir(run_dir)
     config = TrainConfig.load(run.config)
     rows = run.read_metrics()
+    if at_steps is not None:
+        rows = [r for r in rows if r["env_steps"] <= at_steps]
     last = last_evaluation(rows)
     summary = {
         "run_dir": str(run_dir),

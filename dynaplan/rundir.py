@@ -135,7 +135,7 @@ class RunDir:
         """Keep the current checkpoint as the snapshot at ``env_steps`` (replacing one left by
         a killed attempt at the same iteration); a hard link, or a copy where links fail."""
         self.snapshots.mkdir(exist_ok=True)
-        path = self.snapshots / f"step_{env_steps:07d}.pt"
+        path = self._snapshot_path(env_steps)
         tmp = path.with_name(path.name + ".tmp")
         tmp.unlink(missing_ok=True)
         try:
@@ -150,8 +150,11 @@ class RunDir:
         found = (re.fullmatch(r"step_(\d+)\.pt", p.name) for p in self.snapshots.glob("*.pt"))
         return sorted(int(m.group(1)) for m in found if m)
 
+    def _snapshot_path(self, env_steps: int) -> Path:
+        return self.snapshots / f"step_{env_steps:07d}.pt"
+
     def _snapshot_to_load(self, env_steps: int) -> Path:
-        path = self.snapshots / f"step_{env_steps:07d}.pt"
+        path = self._snapshot_path(env_steps)
         if path.is_file():
             return path
         steps = self.snapshot_steps()

@@ -4,10 +4,12 @@ Reads the transitions a run collected (its journal) and reports, per window of e
 share of steps the torso spent upside down (``AntTask.upright < 0``), how many episodes
 turned over, and how many ended by leaving the healthy z range (the env's only termination).
 An ant on its back stays inside the z range, so the env plays on to the time limit while it
-can never walk again. It also asks whether the run's final model sees a turn-over coming: the
-share of the turn-overs in the run's second half that the model, rolled out open loop with the
-recorded actions from H steps before, predicts (upright < 0 at that step). Those transitions
-were in its training data, so this is an upper bound on what a planner over H steps can see.
+can never walk again. It also asks whether the run's final model sees each failure coming: the
+share of the turn-overs (and of the jumps out) in the run's second half that the model, rolled
+out open loop with the recorded actions from H steps before, predicts (upright < 0, or z above
+the healthy range, at that step). Those transitions were in its training data, so this is an
+upper bound on what a planner over H steps can see: a failure the model sees coming and the
+planner still walks into points at the objective (value, prior), not at the model.
 
     .venv/bin/python benchmarks/ant_failures.py runs/long/ant-h30-1step-seed0 --name ant-200k
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -45,19 +48,29 @@ def turn_overs(upright: np.ndarray, next_upright: np.ndarray) -> np.ndarray:
 
 
 def seen_coming(
-    model: DynamicsModel, task: AntTask, buffer: ReplayBuffer, rows: np.ndarray, horizon: int
+    model: DynamicsModel,
+    buffer: ReplayBuffer,
+    rows: np.ndarray,
+    horizon: int,
+    happens: Callable[[np.ndarray], bool],
 ) -> tuple[int, int]:
-    """How many of the turn-overs at ``rows`` the model predicts from ``horizon`` steps before,
-    open loop with the recorded actions; and how many had ``horizon`` steps of their episode."""
+    """How many of the events at ``rows`` (each row's ``next_obs`` is the event) the model
+    predicts from ``horizon`` steps before, open loop with the recorded actions: ``happens`` of
+    the predicted observation ``[S]``; and how many had ``horizon`` steps of their episode."""
     seen = total = 0
     for row in rows:
         start = row + 1 - horizon  # the rollout's last step predicts the row's next_obs
         if start < 0 or buffer.episode[start] != buffer.episode[row]:
             continue
         pred = model_error.open_loop_predictions(model, buffer.obs, buffer.action, start, horizon)
-        seen += bool(task.upright(torch.from_numpy(pred[-1])) < 0)
+        seen += happens(pred[-1])
         total += 1
     return seen, total
+
+
+def jumped_out(buffer: ReplayBuffer, z_high: float) -> np.ndarray:
+    """``[N]`` bool: the transitions the env ended because the torso rose above ``z_high``."""
+    return buffer.terminated & (buffer.next_obs[:, 0] > z_high)
 
 
 def failures(
@@ -70,7 +83,7 @@ def failures(
     episodes at a turn-over) are only comparable by this rate, not by the raw count."""
     same_episode = np.r_[False, buffer.episode[1:] == buffer.episode[:-1]]
     turned_over = turn_overs(upright, next_upright)
-    jumped_out = buffer.terminated & (buffer.next_obs[:, 0] > z_high)
+    jumps = jumped_out(buffer, z_high)
     rows = []
     for start in range(0, len(buffer), window):
         part = slice(start, min(start + window, len(buffer)))
@@ -83,8 +96,8 @@ def failures(
                 "turn_overs_per_1k_upright_steps": (
                     1000 * float(turned_over[part].sum()) / upright_steps if upright_steps else None
                 ),
-                "jumps_out": int(jumped_out[part].sum()),
-                "other_terminations": int((buffer.terminated[part] & ~jumped_out[part]).sum()),
+                "jumps_out": int(jumps[part].sum()),
+                "other_terminations": int((buffer.terminated[part] & ~jumps[part]).sum()),
                 "episodes_started": int((~same_episode[part]).sum()),
             }
         )
@@ -129,19 +142,31 @@ def main() -> None:
     next_upright = task.upright(torch.from_numpy(buffer.next_obs)).numpy()
     rows = failures(buffer, upright, next_upright, task.healthy_z_range[1], args.window)
     model, _, _ = model_error.load_run_model(args.run_dir)
-    late = np.flatnonzero(turn_overs(upright, next_upright))
-    late = late[late >= len(buffer) // 2]
-    foresight = {}
-    for horizon in args.horizons:
-        seen, total = seen_coming(model, task, buffer, late, horizon)
-        foresight[str(horizon)] = {"seen": seen, "turn_overs": total}
+    z_high = task.healthy_z_range[1]
+    second_half = np.arange(len(buffer)) >= len(buffer) // 2
+    events = {
+        "turn_overs": (
+            turn_overs(upright, next_upright) & second_half,
+            lambda obs: bool(task.upright(torch.from_numpy(obs)) < 0),
+        ),
+        "jumps_out": (
+            jumped_out(buffer, z_high) & second_half,
+            lambda obs: bool(obs[0] > z_high),
+        ),
+    }
+    foresight = {name: {} for name in events}
+    for name, (happened, happens) in events.items():
+        for horizon in args.horizons:
+            seen, total = seen_coming(model, buffer, np.flatnonzero(happened), horizon, happens)
+            foresight[name][str(horizon)] = {"seen": seen, name: total}
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
         "run": str(args.run_dir),
         "env": config.env,
         "window": args.window,
         "rows": rows,
-        "final_model_sees_second_half_turn_overs_from_h_steps_before": foresight,
+        "final_model_sees_second_half_turn_overs_from_h_steps_before": foresight["turn_overs"],
+        "final_model_sees_second_half_jumps_out_from_h_steps_before": foresight["jumps_out"],
     }
     (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(rows, args.out / f"{args.name}.png", f"{config.env}: {args.run_dir.name}")
@@ -153,8 +178,9 @@ def main() -> None:
             f"{r['turn_overs']:>2} ({'-' if rate is None else f'{rate:.1f}'} per 1k upright)  "
             f"jumped out {r['jumps_out']:>2}  of {r['episodes_started']}"
         )
-    for horizon, f in foresight.items():
-        print(f"final model: {f['seen']} of {f['turn_overs']} turn-overs seen {horizon} ahead")
+    for name, by_horizon in foresight.items():
+        for horizon, f in by_horizon.items():
+            print(f"final model: {f['seen']} of {f[name]} {name} seen {horizon} ahead")
     print(f"wrote {args.out / args.name}.json and .png")
 
 

@@ -58,6 +58,11 @@ class Experiment:
     threshold: float | None = None
     references: tuple[str, ...] = ()
     log_x: bool = False
+    budgets: tuple[int, ...] = ()
+    """Env steps at which a full-budget comparison gives each group's return (default: the
+    last); a small budget's runs are too short for them."""
+    window: tuple[int, int] | None = None
+    """Env steps over which a full-budget comparison also averages each seed's evaluations."""
     expert: str | None = None
     prepare: Callable[[Path, Budget], None] | None = None
     analysis: Callable[[Path, Budget], list[Path]] | None = None
@@ -293,10 +298,14 @@ EXPERIMENTS: dict[str, Experiment] = {
     "beyond": Experiment(
         _beyond,
         references=("paper MBRL=250", "MBPO 100k=3000", "issue 7 target=3000"),
+        budgets=(50_000, 75_000, 100_000),
+        window=(67_000, 100_000),  # the last third: one lucky evaluation does not carry a seed
     ),
     "beyond-ant": Experiment(
         _beyond_ant,
         references=("PETS-CEM 200k=1166", "zero action=994", "issue 7 target=3000"),
+        budgets=(50_000, 100_000, 150_000, 200_000),
+        window=(150_000, 200_000),
     ),
     "warmstart": Experiment(
         _warmstart, expert="hopper", prepare=_clone_expert, references=("paper clone=180",)
@@ -350,9 +359,11 @@ def run_experiment(
         comparison = compare(
             [str(out / "runs" / "*" / "seed_*")],
             out / "compare",
+            budgets=() if level.small else experiment.budgets,
             threshold=experiment.threshold,
             references=experiment.references,
             log_x=experiment.log_x,
+            window=None if level.small else experiment.window,
         )
     files = [] if experiment.analysis is None else experiment.analysis(out, level)
     return ExperimentResult(comparison, files)

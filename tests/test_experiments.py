@@ -188,6 +188,17 @@ def test_beyond_small_budget_runs_mpc_value_policy_mbpo_and_sac_side_by_side(tmp
     assert every == {experiments.BEYOND_EVAL_EVERY}
 
 
+def test_a_full_beyond_comparison_reports_budgets_and_the_last_stretch(monkeypatch, tmp_path):
+    asked = {}
+    monkeypatch.setattr(experiments, "run_all", lambda tasks, execution: None)
+    monkeypatch.setattr(experiments, "compare", lambda patterns, out, **kw: asked.update(kw))
+    experiments.run_experiment("beyond-ant", seeds=1, out=tmp_path, budget="full")
+    assert asked["budgets"] == (50_000, 100_000, 150_000, 200_000)
+    assert asked["window"] == (150_000, 200_000)
+    experiments.run_experiment("beyond", seeds=1, out=tmp_path, budget="small")
+    assert (asked["budgets"], asked["window"]) == ((), None)  # 400-step runs
+
+
 def test_beyond_ant_compares_the_same_variants_on_ant_at_200k(tmp_path):
     hopper = experiments.EXPERIMENTS["beyond"].variants(experiments.BUDGETS["full"], tmp_path)
     ant = experiments.EXPERIMENTS["beyond-ant"].variants(experiments.BUDGETS["full"], tmp_path)

@@ -4,6 +4,7 @@
     python benchmarks/ablation.py RUN --name hopper --settings "as trained" "safety margin 0.03"
     python benchmarks/ablation.py RUN --name ant-margin --settings "search.safety_margin=0.1"
     python benchmarks/ablation.py RUN --name ant-190k --at-steps 192000   # a --snapshots run
+    python benchmarks/ablation.py RUN --name ant-collapse --swap-from 192000  # what broke since
 
 Writes ``benchmarks/results/ablation_NAME.json`` and ``.png``: the return of the same
 evaluation episodes as trained, with the prior alone, without the terminal value or the
@@ -19,7 +20,13 @@ from pathlib import Path
 
 import torch
 
-from dynaplan.analysis.ablation import DEFAULT_SETTINGS, ablate, select_settings, write_ablation
+from dynaplan.analysis.ablation import (
+    DEFAULT_SETTINGS,
+    ablate,
+    select_settings,
+    swap_parts,
+    write_ablation,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -36,19 +43,38 @@ def main() -> None:
         "--at-steps", type=int, help="ablate the snapshot at this many env steps (--snapshots runs)"
     )
     parser.add_argument(
+        "--swap-from",
+        type=int,
+        metavar="STEPS",
+        help="instead of --settings: plan with every subset of model, value and prior taken "
+        "from the snapshot at STEPS (what broke between the two points)",
+    )
+    parser.add_argument(
         "--settings", nargs="*", default=[], metavar="LABEL", help=f"of {list(DEFAULT_SETTINGS)}"
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    settings = select_settings(args.settings)
-    scores = ablate(args.run_dir, args.episodes, args.seed, settings, args.at_steps)
+    if args.swap_from is not None and args.settings:
+        parser.error("--swap-from chooses its own settings; leave out --settings")
+    if args.swap_from is not None:
+        scores = swap_parts(args.run_dir, args.episodes, args.seed, args.swap_from, args.at_steps)
+    else:
+        settings = select_settings(args.settings)
+        scores = ablate(args.run_dir, args.episodes, args.seed, settings, args.at_steps)
     for s in scores:
         print(
-            f"{s.setting:<32} return {s.return_mean:8.1f} ± {s.return_std:6.1f}   "
+            f"{s.setting:<36} return {s.return_mean:8.1f} ± {s.return_std:6.1f}   "
             f"{s.ms_per_step:6.1f} ms/step"
         )
     write_ablation(
-        scores, args.run_dir, args.episodes, args.out, args.name, args.note, args.at_steps
+        scores,
+        args.run_dir,
+        args.episodes,
+        args.out,
+        args.name,
+        args.note,
+        args.at_steps,
+        args.swap_from,
     )
 
 

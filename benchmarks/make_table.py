@@ -79,7 +79,8 @@ def rows() -> list[str]:
 
 
 def ablation_rows() -> list[str]:
-    """A row per ``ablation_*.json`` (benchmarks/ablation.py): one checkpoint, planning changed."""
+    """A row per ``ablation_*.json`` (benchmarks/ablation.py): one checkpoint, planning changed
+    or learned parts swapped in from an earlier snapshot."""
     out = []
     for path in sorted(RESULTS.glob("ablation_*.json")):
         result = json.loads(path.read_text())
@@ -92,7 +93,8 @@ def ablation_rows() -> list[str]:
         name = path.stem.removeprefix("ablation_")
         out.append(
             f"| {result['env']} ablation `{name}`: one checkpoint at "
-            f"{result['env_steps']:,} env steps, planning changed, {result['episodes']} episodes "
+            f"{result['env_steps']:,} env steps, {result.get('changed', 'planning changed')}, "
+            f"{result['episodes']} episodes "
             f"each | {cells} | issue #7: what limits MPC (model, planner or value) "
             f"| {result['machine']}{note} |"
         )

@@ -7,11 +7,14 @@ planning. Every setting plays the same evaluation episodes, so the differences a
 settings', not the start states'. Removing the terminal value separates the value's share
 from the model's; planning less (fewer Adam steps, candidates only around the prior's plan)
 or over a shorter horizon shows how far the planner exploits model and value error, and a
-safety margin on the healthy ranges how far it walks to their edge.
+safety margin on the healthy ranges how far it walks to their edge. :func:`swap_parts` asks
+what broke between two points of a run (a collapse): the later checkpoint with its model,
+value and prior in turn taken from the earlier snapshot.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 from dataclasses import asdict, dataclass
@@ -26,6 +29,7 @@ import torch
 
 from dynaplan import tasks
 from dynaplan.agents.factory import load_mpc_agent
+from dynaplan.agents.mpc import MPCAgent
 from dynaplan.config import TrainConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
@@ -33,7 +37,7 @@ from dynaplan.evaluation import evaluate
 from dynaplan.policy import PolicyAgent
 from dynaplan.rundir import RunDir, last_evaluation
 from dynaplan.sweep import parse_assignments
-from dynaplan.types import ValueKind
+from dynaplan.types import Agent, ValueKind
 
 PRIOR_ALONE = "prior alone"
 """The setting that acts with the run's policy prior, without planning."""
@@ -124,29 +128,91 @@ def ablate(
     for label, changes in applicable_settings(run_dir, settings).items():
         if changes == PRIOR_ALONE:
             mpc, config = load_mpc_agent(run_dir, "cpu", at_steps=at_steps)
-            agent, timed = PolicyAgent(mpc.policy), None
+            scores.append(_score(label, changes, PolicyAgent(mpc.policy), config, episodes, seed))
         else:
             eager = {"search.compile": False, **changes}  # type: ignore[dict-item]
             agent, config = load_mpc_agent(run_dir, "cpu", eager, at_steps)
-            timed = agent
-        env = make_env(config.env, **config.env_kwargs)
-        result = evaluate(agent, env, episodes, seed)
-        env.close()
-        steps = sum(result.lengths)
-        scores.append(
-            AblationScore(
-                label,
-                changes,
-                result.mean,
-                result.std,
-                result.returns,
-                steps / len(result.lengths),
-                1000 * timed.plan_seconds / steps if timed is not None else float("nan"),
-            )
-        )
+            scores.append(_score(label, changes, agent, config, episodes, seed))
     if not scores:
         raise ConfigError(f"no setting applies to {run_dir}")
     return scores
+
+
+SWAPPABLE_PARTS = {"model": "model", "value": "value", "prior": "policy"}
+"""The learned parts a swap can take from another snapshot, by their checkpoint keys."""
+
+
+def swap_parts(
+    run_dir: str | Path,
+    episodes: int,
+    seed: int,
+    donor_steps: int,
+    at_steps: int | None = None,
+) -> list[AblationScore]:
+    """Which learned part broke between two points of a run: its checkpoint (the snapshot at
+    ``at_steps``, if given) planning with every subset of its model, terminal value and prior
+    replaced by the snapshot's at ``donor_steps``, on the same episodes; then each prior alone.
+
+    If taking only the prior from before a collapse brings the return back, the prior broke;
+    if only the model, the model. Settings are labelled by what was taken (``"as trained"``,
+    ``"prior from 192,000"``, ..., ``"model + value + prior from 192,000"``)."""
+    donor = RunDir.open(run_dir).load_checkpoint(at_steps=donor_steps)
+    eager = {"search.compile": False}
+
+    def agent_with(taken: tuple[str, ...]) -> tuple[MPCAgent, TrainConfig]:
+        agent, config = load_mpc_agent(run_dir, "cpu", eager, at_steps)
+        for part in taken:
+            _learned_parts(agent)[part].load_state_dict(donor[SWAPPABLE_PARTS[part]])
+        return agent, config
+
+    parts = [
+        part
+        for part, module in _learned_parts(agent_with(())[0]).items()
+        if module is not None and SWAPPABLE_PARTS[part] in donor  # an LQR value is refit, not kept
+    ]
+    scores = []
+    for size in range(len(parts) + 1):
+        for taken in itertools.combinations(parts, size):
+            label = f"{' + '.join(taken)} from {donor_steps:,}" if taken else "as trained"
+            changes = {part: donor_steps for part in taken}
+            scores.append(_score(label, changes, *agent_with(taken), episodes, seed))
+    if "prior" in parts:
+        alone = {PRIOR_ALONE: (), f"{PRIOR_ALONE} from {donor_steps:,}": ("prior",)}
+        for label, taken in alone.items():
+            agent, config = agent_with(taken)
+            changes = {"prior": donor_steps} if taken else PRIOR_ALONE
+            scores.append(_score(label, changes, PolicyAgent(agent.policy), config, episodes, seed))
+    return scores
+
+
+def _learned_parts(agent: MPCAgent) -> dict[str, torch.nn.Module | None]:
+    return {"model": agent.model, "value": agent.terminal_value, "prior": agent.policy}
+
+
+def _score(
+    label: str,
+    changes: dict[str, Any] | str,
+    agent: Agent,
+    config: TrainConfig,
+    episodes: int,
+    seed: int,
+) -> AblationScore:
+    """``agent`` on ``episodes`` episodes of the run's env from ``seed`` (an MPC agent's plan
+    time per env step too)."""
+    env = make_env(config.env, **config.env_kwargs)
+    result = evaluate(agent, env, episodes, seed)
+    env.close()
+    steps = sum(result.lengths)
+    plan_seconds = getattr(agent, "plan_seconds", None)
+    return AblationScore(
+        label,
+        changes,
+        result.mean,
+        result.std,
+        result.returns,
+        steps / len(result.lengths),
+        1000 * plan_seconds / steps if plan_seconds is not None else float("nan"),
+    )
 
 
 def write_ablation(
@@ -157,9 +223,11 @@ def write_ablation(
     name: str,
     note: str = "",
     at_steps: int | None = None,
+    swapped_from: int | None = None,
 ) -> list[Path]:
     """``ablation_NAME.json`` and ``.png`` (return per setting) in ``out``; ``note`` says how
-    the run was made, ``at_steps`` which snapshot was ablated (None: the last checkpoint)."""
+    the run was made, ``at_steps`` which snapshot was ablated (None: the last checkpoint) and
+    ``swapped_from`` the donor snapshot of :func:`swap_parts` scores (None: planning changed)."""
     out.mkdir(parents=True, exist_ok=True)
     run = RunDir(run_dir)
     config = TrainConfig.load(run.config)
@@ -172,6 +240,9 @@ def write_ablation(
         "env": config.env,
         "env_steps": int(rows[-1]["env_steps"]) if rows else None,  # the checkpoint's data
         "last_training_evaluation": last["eval_return_mean"] if last else None,
+        "changed": "planning changed"
+        if swapped_from is None
+        else f"learned parts taken from {swapped_from:,} env steps",
         "episodes": episodes,
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s)",
         "note": note,
@@ -188,7 +259,7 @@ def write_ablation(
     )
     ax.set_xlabel(f"return ({episodes} episodes)")
     steps = f" at {summary['env_steps']:,} env steps" if rows else ""
-    ax.set_title(f"{config.env}: one checkpoint{steps}\nplanning changed", fontsize=10)
+    ax.set_title(f"{config.env}: one checkpoint{steps}\n{summary['changed']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(files[1], dpi=120)
     plt.close(fig)

@@ -11,6 +11,7 @@ from dynaplan.analysis.ablation import (
     ablate,
     applicable_settings,
     select_settings,
+    swap_parts,
     write_ablation,
 )
 from dynaplan.cli import main
@@ -85,6 +86,35 @@ def test_every_setting_plays_the_same_episodes(value_policy_run, tmp_path):
     written = json.loads(files[0].read_text())
     assert written["env_steps"] == 300 and written["episodes"] == 2
     assert [r["setting"] for r in written["results"]] == TOY_SETTINGS
+
+
+def test_swapping_every_part_back_plays_the_earlier_controller(tmp_path):
+    config = toy_config(total_steps=400, snapshots=True)  # snapshots at 300 and 400
+    config.value.enabled = config.policy.enabled = True
+    config.value.updates = config.policy.updates = 20
+    run = loop.train(config, tmp_path / "run").run_dir
+    scores = {s.setting: s for s in swap_parts(run, episodes=2, seed=7, donor_steps=300)}
+    assert list(scores) == [
+        "as trained",
+        *(f"{part} from 300" for part in ("model", "value", "prior")),
+        *(f"{pair} from 300" for pair in ("model + value", "model + prior", "value + prior")),
+        "model + value + prior from 300",
+        PRIOR_ALONE,
+        "prior alone from 300",
+    ]
+    assert scores["model + prior from 300"].changes == {"model": 300, "prior": 300}
+    env, eager = make_env(config.env), {"search.compile": False}
+
+    def returns(at_steps: int | None, alone: bool = False) -> list[float]:
+        agent, _ = load_mpc_agent(run, "cpu", eager, at_steps)
+        return evaluate(PolicyAgent(agent.policy) if alone else agent, env, 2, 7).returns
+
+    assert scores["as trained"].returns == returns(None)
+    assert scores["model + value + prior from 300"].returns == returns(300)
+    assert scores["prior alone from 300"].returns == returns(300, alone=True)
+    assert scores[PRIOR_ALONE].returns == returns(None, alone=True)
+    written = write_ablation(list(scores.values()), run, 2, tmp_path, "swap", swapped_from=300)
+    assert json.loads(written[0].read_text())["changed"] == "learned parts taken from 300 env steps"
 
 
 def test_settings_that_need_a_missing_part_are_left_out(plain_run, tmp_path):

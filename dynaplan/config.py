@@ -84,6 +84,12 @@ class PlannerConfig:
     component (the cosine of the tilt) falls below this: 0 ends a plan at lying on the side, so
     plans that flip the body over score as falls. The env never ends a flipped Ant's episode,
     but a flipped Ant never walks again. Only tasks with a free torso (Ant); None: off."""
+    termination_gradient: bool = False
+    """Let a plan feel what a predicted termination costs: at a rollout's first predicted
+    termination, the gradient of a soft continuation weighted by the terminal value of the last
+    healthy state (the returns stay exact; see discounted_returns), so a gradient plan that
+    jumps or falls out of the healthy ranges is pushed back. Needs value.enabled; only tasks
+    with healthy ranges (Hopper, Walker2d, Ant)."""
     num_candidates: int | None = None
     """grad: parallel candidate sequences."""
     iterations: int | None = None
@@ -199,6 +205,10 @@ class PolicyConfig:
     """Train and check the prior as if a torso tilted past this were unhealthy, as
     search.min_upright does for the planner: a prior that turns the body over learns it as a
     fall (the value still learns the exact task). Only tasks with a free torso (Ant)."""
+    termination_gradient: bool = False
+    """Train the prior with the termination gradient of search.termination_gradient: through
+    the model, a step out of the healthy ranges then costs it the value it loses, not only
+    that step's soft health. Needs value.enabled."""
 
 
 @dataclass
@@ -329,6 +339,15 @@ class TrainConfig:
             raise ConfigError(f"policy.safety_margin must be >= 0, got {pi.safety_margin}")
         if pi.collect and not pi.enabled:
             raise ConfigError("policy.collect acts with the policy prior: add --policy.enabled")
+        for part, on in (
+            ("search", self.search.termination_gradient),
+            ("policy", pi.termination_gradient),
+        ):
+            if on and not self.value.enabled:
+                raise ConfigError(
+                    f"{part}.termination_gradient weighs a termination by the value it loses: "
+                    "it needs a terminal value (add --value.enabled)"
+                )
         if not (0 < pi.gamma <= 1 and pi.lr > 0 and 0 <= pi.share <= 1 and pi.noise >= 0):
             raise ConfigError(
                 "need policy.gamma in (0, 1], policy.lr > 0, policy.share in [0, 1], "

@@ -89,6 +89,8 @@ def _check_runnable(config: TrainConfig) -> None:
         task.with_min_upright(config.search.min_upright)
         task.with_min_upright(config.policy.min_upright)
         task.with_min_upright(config.reset_below_upright)
+        task.with_termination_gradient(config.search.termination_gradient)
+        task.with_termination_gradient(config.policy.termination_gradient)
     finally:
         env.close()
     if config.tensorboard:

@@ -110,6 +110,25 @@ def test_the_prior_can_learn_the_margin_shrunk_task_the_planner_aims_for(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
+def test_the_termination_gradient_is_for_planning_and_the_prior_on_request(tmp_path):
+    with pytest.raises(ConfigError, match=r"needs a terminal value \(add --value\.enabled\)"):
+        TrainConfig(env="Ant-v5").with_fields({"search.termination_gradient": True}).validate()
+    fields = {"policy.enabled": True, "value.enabled": True, "search.termination_gradient": True}
+    config = TrainConfig(env="Ant-v5").with_fields(fields).validate()
+    agent = build_mpc_agent(config, make_env(config.env), torch.device("cpu"))
+    assert agent.objective.task.termination_gradient
+    assert not agent.task.termination_gradient  # the value learns from exact targets
+    assert not build_policy_trainer(config, agent).task.termination_gradient
+    config = config.with_fields({"policy.termination_gradient": True}).validate()
+    assert build_policy_trainer(config, agent).task.termination_gradient
+    for field in ("search.termination_gradient", "policy.termination_gradient"):
+        on = {field: True, "policy.enabled": True, "value.enabled": True}
+        pendulum = TrainConfig().with_fields(on).validate()
+        with pytest.raises(ConfigError, match="termination_gradient must be off"):
+            loop.train(pendulum, tmp_path / "run")
+        assert not (tmp_path / "run").exists()
+
+
 def test_the_prior_can_learn_a_turn_over_as_a_fall(tmp_path):
     with pytest.raises(ConfigError, match=r"policy\.min_upright is a cosine"):
         TrainConfig().with_fields({"policy.min_upright": -1.0}).validate()

@@ -89,6 +89,7 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
         disagreement_penalty=config.search.disagreement_penalty,
         safety_margin=config.search.safety_margin,
         min_upright=config.search.min_upright,
+        termination_gradient=config.search.termination_gradient,
         terminal_value=value,
         policy=build_policy(config, env).to(device) if config.policy.enabled else None,
     )
@@ -132,14 +133,17 @@ PLANNING_FIELDS = (
 
 def build_policy_trainer(config: TrainConfig, agent: MPCAgent) -> PolicyTrainer | None:
     """The trainer of ``agent``'s policy prior (None without one), through its model and value,
-    on its task pulled in by ``policy.safety_margin`` and ``policy.min_upright``."""
+    on its task pulled in by ``policy.safety_margin`` and ``policy.min_upright`` (with
+    ``policy.termination_gradient``, a termination's cost in the gradient)."""
     if agent.policy is None:
         return None
     pi = config.policy
     return PolicyTrainer(
         agent.policy,
         agent.model,
-        agent.task.with_safety_margin(pi.safety_margin).with_min_upright(pi.min_upright),
+        agent.task.with_safety_margin(pi.safety_margin)
+        .with_min_upright(pi.min_upright)
+        .with_termination_gradient(pi.termination_gradient),
         pi.horizon or config.horizon,
         pi.gamma,
         pi.lr,

@@ -28,6 +28,8 @@ class MPCAgent:
         safety_margin: plan against the task's healthy ranges pulled in by this much
             (``Task.with_safety_margin``); ``task`` itself stays exact for learning.
         min_upright: plan as if a torso tilted past this (``Task.with_min_upright``).
+        termination_gradient: plan with a predicted termination's cost in the gradient
+            (``Task.with_termination_gradient``).
         policy: a policy prior whose plan through the model seeds each plan's candidates.
     """
 
@@ -47,6 +49,7 @@ class MPCAgent:
         policy: PolicyPrior | None = None,
         safety_margin: float = 0.0,
         min_upright: float | None = None,
+        termination_gradient: bool = False,
     ) -> None:
         self.model, self.task, self.planner = model, task, planner
         self.terminal_value, self.replan_every, self.policy = terminal_value, replan_every, policy
@@ -54,7 +57,9 @@ class MPCAgent:
         # so a planner's captured CUDA graph stays valid from plan to plan
         self.objective = ModelObjective(
             model,
-            task.with_safety_margin(safety_margin).with_min_upright(min_upright),
+            task.with_safety_margin(safety_margin)
+            .with_min_upright(min_upright)
+            .with_termination_gradient(termination_gradient),
             torch.zeros(model.obs_dim, device=planner.device),
             gamma=gamma,
             particles=particles,

@@ -186,6 +186,8 @@ def run_label(config: dict[str, Any]) -> str:
             label += f" margin {margin:g}"
         if (upright := search.get("min_upright")) is not None:
             label += f" upright {upright:g}"
+        if search.get("termination_gradient"):
+            label += " termination gradient"
         value = config.get("value", {})
         if value.get("enabled"):
             label += " + lqr value" if value.get("kind") == "lqr" else " + value"
@@ -205,6 +207,8 @@ def run_label(config: dict[str, Any]) -> str:
                 notes.append(f"margin {margin:g}")
             if (upright := policy.get("min_upright")) is not None:
                 notes.append(f"upright {upright:g}")
+            if policy.get("termination_gradient"):
+                notes.append("termination gradient")
             label += " + policy" + (f" ({', '.join(notes)})" if notes else "")
         if (upright := config.get("reset_below_upright")) is not None:
             label += f"; resets below upright {upright:g}"

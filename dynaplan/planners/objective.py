@@ -189,7 +189,12 @@ def discounted_returns(
 ) -> Tensor:
     """``Σ_t γ^t r̂_t (+ γ^H V(ŝ_H))`` ``[N]`` of rows ``obs [N, S]`` acting ``act(t, obs_t)``.
 
-    Rewards stop after a predicted termination; differentiable in the actions.
+    Rewards stop after a predicted termination; differentiable in the actions. The stop is a
+    0/1 mask, so it has no gradient of its own: a plan does not feel the future it loses.
+    With ``task.termination_gradient`` and a terminal value, the step of a rollout's first
+    predicted termination adds ``γ^(t+1) V(ŝ_t) (c − c̄)``, ``c`` the task's soft continuation
+    and ``c̄`` its detached copy: nothing to the return, but the gradient of ``c`` weighted by
+    the value of the last healthy state, which pushes the plan back inside the ranges.
     """
     alive = torch.ones(obs.shape[0], device=obs.device)
     total = torch.zeros(obs.shape[0], device=obs.device)
@@ -202,7 +207,13 @@ def discounted_returns(
             next_obs = model.step(obs, action, propagation, generator)
             reward = task.reward(obs, action, next_obs)
         total = total + (gamma**t) * alive * reward
-        alive = alive * (~task.terminated(next_obs)).float()
+        continues = task.continuation(next_obs).float()
+        if task.termination_gradient and terminal_value is not None:
+            with torch.no_grad():  # a weight: the value of the last healthy state
+                lost = (gamma ** (t + 1)) * alive * (1 - continues) * terminal_value(obs)
+            soft = task.soft_continuation(next_obs).float()
+            total = total + lost * (soft - soft.detach())
+        alive = alive * continues
         obs = next_obs
     if terminal_value is not None:
         total = total + (gamma**horizon) * alive * terminal_value(obs)

@@ -49,6 +49,30 @@ class Task:
         """
         return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
 
+    termination_gradient = False
+    """Whether rollouts give a predicted termination a gradient (:meth:`soft_continuation`)."""
+
+    def continuation(self, next_obs: Tensor) -> Tensor:
+        """``1 − terminated``, in ``next_obs``'s dtype ``[...]``: whether a rollout goes on past
+        this step. A 0/1 mask: a plan that ends in a termination gets no gradient from it."""
+        return (~self.terminated(next_obs)).to(next_obs.dtype)
+
+    def soft_continuation(self, next_obs: Tensor) -> Tensor:
+        """A differentiable stand-in for :meth:`continuation`, ``[...]`` in (0, 1); tasks that
+        support :meth:`with_termination_gradient` define it."""
+        raise NotImplementedError
+
+    def with_termination_gradient(self, enabled: bool) -> Task:
+        """This task with ``termination_gradient`` set: rollouts then pass the gradient of
+        :meth:`soft_continuation` at a predicted termination, weighted by the value it loses
+        (see ``discounted_returns``). Only tasks with healthy ranges support it."""
+        if not enabled:
+            return self
+        raise ConfigError(
+            f"{type(self).__name__} has no healthy ranges to give a termination a gradient; "
+            "search.termination_gradient and policy.termination_gradient must be off"
+        )
+
     @property
     def has_healthy_ranges(self) -> bool:
         """Whether :meth:`with_safety_margin` takes a positive margin."""

@@ -234,6 +234,22 @@ class _HealthyLocomotionTask(_LocomotionTask):
         task.safety_margin = float(margin)
         return task
 
+    def with_termination_gradient(self, enabled: bool) -> _HealthyLocomotionTask:
+        """A copy whose rollouts give a predicted termination a gradient (see ``Task``)."""
+        if not enabled:
+            return self
+        task = copy.copy(self)
+        task.termination_gradient = True
+        return task
+
+    def soft_continuation(self, next_obs: Tensor) -> Tensor:
+        """``sigmoid(2k·m) = (1 + tanh(k·m)) / 2``, with ``m`` the health margin less the safety
+        margin and ``k`` the soft health's sharpness; 1 where the env never terminates."""
+        if not self.terminate_when_unhealthy:
+            return next_obs.new_ones(next_obs.shape[:-1])
+        margin = self.health_margin(next_obs) - self.safety_margin
+        return torch.sigmoid(2 * self.sharpness * margin)
+
     def reward(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
         gain = self.forward_reward_weight * self.forward_velocity(next_obs) + self.healthy_reward
         margin = self.health_margin(next_obs) - self.safety_margin

@@ -92,6 +92,14 @@ def test_labels_from_configs():
     assert run_label(upright) == (
         "mbrl grad mlp H10 margin 0.15 upright 0 + policy (upright 0.5); resets below upright 0"
     )
+    felt = {
+        **MBRL,
+        "search": {"termination_gradient": True},
+        "policy": {"enabled": True, "termination_gradient": True},
+    }
+    assert run_label(felt) == (
+        "mbrl grad mlp H10 termination gradient + policy (termination gradient)"
+    )
 
 
 def test_a_policy_priors_own_evaluations_form_a_group_of_their_own(tmp_path):

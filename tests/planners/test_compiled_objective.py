@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dynaplan import tasks
-from dynaplan.envs import POINT_MASS_ID
+from dynaplan.envs import POINT_MASS_ID, make_env
 from dynaplan.models import DynamicsModel
 from dynaplan.planners import ModelObjective, objective
 from dynaplan.types import Precision
@@ -30,6 +30,33 @@ def test_compiled_rollout_matches_eager_values_and_gradients():
         returns.sum().backward()
         results.append((returns.detach(), candidates.grad))
     (eager, eager_grad), (fast, fast_grad) = results
+    torch.testing.assert_close(fast, eager, **TOLERANCE)
+    torch.testing.assert_close(fast_grad, eager_grad, **TOLERANCE)
+
+
+def test_the_compiled_termination_gradient_matches_eager():
+    env = make_env("Hopper-v5")
+    hopper = tasks.get("Hopper-v5", env)
+    env.close()
+    torch.manual_seed(0)
+    model = DynamicsModel(11, 3, hidden_size=32, num_layers=2).eval()
+    start = torch.zeros(11)
+    start[0] = 0.76  # just above the lowest healthy z, 0.7: some rollouts fall below it
+    actions = torch.rand(16, 4, 3) * 2 - 1
+    value = torch.nn.Linear(11, 1)
+    results = []
+    for task, compiled in ((hopper, False), (hopper.with_termination_gradient(True), False),
+                           (hopper.with_termination_gradient(True), True)):  # fmt: skip
+        candidates = actions.clone().requires_grad_(True)
+        objective = ModelObjective(
+            model, task, start, compiled=compiled, terminal_value=lambda s: value(s)[:, 0]
+        )
+        returns = objective(candidates)
+        returns.sum().backward()
+        results.append((returns.detach(), candidates.grad))
+    (plain, plain_grad), (eager, eager_grad), (fast, fast_grad) = results
+    torch.testing.assert_close(eager, plain)  # the returns stay exact
+    assert not torch.allclose(eager_grad, plain_grad)  # some rollouts terminate
     torch.testing.assert_close(fast, eager, **TOLERANCE)
     torch.testing.assert_close(fast_grad, eager_grad, **TOLERANCE)
 

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from dynaplan import tasks
+from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
 from dynaplan.planners import PLANNERS, ModelObjective, make_planner, sanitize_returns
 from dynaplan.tasks import Task
@@ -152,6 +154,38 @@ def test_objective_adds_the_terminal_value_of_live_rollouts_only():
     actions = torch.stack([torch.full((2, 1), 1.0), torch.full((2, 1), 2.0)])
     # alive: V(2) * 0.25 = 5; sequence 1 reaches 4 > 2.5 and is dead: 0
     torch.testing.assert_close(objective(actions), torch.tensor([5.0, 0.0]))
+
+
+class _AngleIntegrator:
+    """A stand-in Hopper model: the one action moves the torso angle (``obs[1]``) by itself."""
+
+    def step(self, obs, action, propagation=None, generator=None):
+        return obs + torch.nn.functional.pad(action[..., :1], (1, obs.shape[-1] - 2))
+
+
+def test_the_termination_gradient_shows_a_plan_what_a_fall_costs():
+    env = make_env("Hopper-v5")
+    hopper = tasks.get("Hopper-v5", env)
+    env.close()
+    start = torch.zeros(hopper.obs_dim)
+    start[0], start[1] = 1.25, 0.17  # 0.03 inside the angle bound 0.2
+    leaning = torch.full((2, 3, 3), 0.02)  # past the bound at the second step
+    leaning[1] = 0.005  # stays inside: 0.185 after three steps
+
+    def returns_and_gradient(task):
+        value = lambda s: torch.full(s.shape[:1], 300.0)  # noqa: E731
+        objective = ModelObjective(_AngleIntegrator(), task, start, terminal_value=value)
+        actions = leaning.clone().requires_grad_()
+        returns = objective(actions)
+        returns.sum().backward()
+        return returns.detach(), actions.grad[:, :, 0]
+
+    (plain, plain_grad), (felt, felt_grad) = map(
+        returns_and_gradient, (hopper, hopper.with_termination_gradient(True))
+    )
+    torch.testing.assert_close(felt, plain)  # the returns stay exact
+    assert felt_grad[0, 1] < 0 and felt_grad[0, 1] < 10 * plain_grad[0, 1]  # lean back, hard
+    torch.testing.assert_close(felt_grad[1], plain_grad[1])  # no termination: as before
 
 
 def test_objective_checks_shapes():

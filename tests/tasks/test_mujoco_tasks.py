@@ -357,6 +357,31 @@ def test_a_margin_needs_healthy_ranges(name):
         task.with_safety_margin(0.03)
 
 
+@pytest.mark.parametrize("name", WITH_HEALTH)
+def test_the_soft_continuation_follows_the_exact_one(name, rollouts):
+    task = _task(name)
+    felt = task.with_termination_gradient(True)
+    assert task.with_termination_gradient(False) is task
+    assert felt.termination_gradient and not task.termination_gradient
+    data = np.concatenate([d.next_obs for d in rollouts(name).values()])  # some terminate
+    next_obs = torch.as_tensor(data, dtype=torch.float32).requires_grad_()
+    exact = task.continuation(next_obs)
+    assert not exact.requires_grad  # a 0/1 mask: no gradient
+    torch.testing.assert_close(exact, (~task.terminated(next_obs)).float())
+    soft = felt.soft_continuation(next_obs)
+    assert ((soft > 0.5) == exact.bool()).float().mean() > 0.99  # on the boundary: either
+    soft.sum().backward()
+    assert next_obs.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["InvertedPendulum", "HalfCheetah"])
+def test_a_termination_gradient_needs_healthy_ranges(name):
+    task = _task(name)
+    assert task.with_termination_gradient(False) is task
+    with pytest.raises(ConfigError, match="termination_gradient must be off"):
+        task.with_termination_gradient(True)
+
+
 def test_upright_is_the_cosine_of_the_torso_tilt():
     env = _make("Ant27")
     task = tasks.get(CONFIGS["Ant27"][0], env)

@@ -86,8 +86,8 @@ class PlannerConfig:
     but a flipped Ant never walks again. Only tasks with a free torso (Ant); None: off."""
     termination_gradient: bool = False
     """Let a plan feel what a predicted termination costs: at a rollout's first predicted
-    termination, the gradient of a soft continuation weighted by the terminal value of the last
-    healthy state (the returns stay exact; see discounted_returns), so a gradient plan that
+    termination, the gradient of a soft continuation weighted by the terminal value of the start
+    state (the returns stay exact; see discounted_returns), so a gradient plan that
     jumps or falls out of the healthy ranges is pushed back. Needs value.enabled; only tasks
     with healthy ranges (Hopper, Walker2d, Ant)."""
     num_candidates: int | None = None

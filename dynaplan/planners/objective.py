@@ -192,12 +192,17 @@ def discounted_returns(
     Rewards stop after a predicted termination; differentiable in the actions. The stop is a
     0/1 mask, so it has no gradient of its own: a plan does not feel the future it loses.
     With ``task.termination_gradient`` and a terminal value, the step of a rollout's first
-    predicted termination adds ``γ^(t+1) V(ŝ_t) (c − c̄)``, ``c`` the task's soft continuation
+    predicted termination adds ``γ^(t+1) V(s_0) (c − c̄)``, ``c`` the task's soft continuation
     and ``c̄`` its detached copy: nothing to the return, but the gradient of ``c`` weighted by
-    the value of the last healthy state, which pushes the plan back inside the ranges.
+    the start state's value (what a fall within the horizon roughly loses; one value pass per
+    rollout rather than one per step), which pushes the plan back inside the ranges.
     """
     alive = torch.ones(obs.shape[0], device=obs.device)
     total = torch.zeros(obs.shape[0], device=obs.device)
+    feel_termination = task.termination_gradient and terminal_value is not None
+    if feel_termination:
+        with torch.no_grad():  # a weight, not a term of the return
+            start_value = terminal_value(obs)
     for t in range(horizon):
         action = act(t, obs)
         if disagreement_penalty:
@@ -208,9 +213,8 @@ def discounted_returns(
             reward = task.reward(obs, action, next_obs)
         total = total + (gamma**t) * alive * reward
         continues = task.continuation(next_obs).float()
-        if task.termination_gradient and terminal_value is not None:
-            with torch.no_grad():  # a weight: the value of the last healthy state
-                lost = (gamma ** (t + 1)) * alive * (1 - continues) * terminal_value(obs)
+        if feel_termination:
+            lost = (gamma ** (t + 1)) * alive * (1 - continues) * start_value
             soft = task.soft_continuation(next_obs).float()
             total = total + lost * (soft - soft.detach())
         alive = alive * continues

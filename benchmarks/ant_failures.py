@@ -78,9 +78,9 @@ def failures(
 ) -> list[dict]:
     """Per window of ``window`` env steps: upside-down share, turn-overs, jumps out, episodes.
 
-    Turn-overs are also given per 1,000 upright steps: an ant on its back cannot turn over
-    again until its episode ends, so runs that spend long on their backs (or that cut their
-    episodes at a turn-over) are only comparable by this rate, not by the raw count."""
+    Turn-overs are also given per 1,000 upright steps: an ant on its back rarely rights itself
+    to turn over again before its episode ends, so runs that spend long on their backs (or
+    that cut their episodes at a turn-over) are only comparable by this rate, not the count."""
     same_episode = np.r_[False, buffer.episode[1:] == buffer.episode[:-1]]
     turned_over = turn_overs(upright, next_upright)
     jumps = jumped_out(buffer, z_high)

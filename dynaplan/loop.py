@@ -245,6 +245,8 @@ def _run(
         wall_offset = checkpoint["wall_s"]
         run.keep_metrics_up_to(first_iteration - 1)
     metrics = run.read_metrics()
+    if checkpoint is not None and config.snapshots:
+        _snapshot_if_lost(run, checkpoint, metrics)
     collector = Collector(env, buffer, rng, _turned_over(agent.task, config.reset_below_upright))
     writer = (
         _summary_writer_class()(log_dir=str(run.path / "tensorboard"))
@@ -407,6 +409,20 @@ def _run(
     env.close()
     eval_env.close()
     return RunResult(run.path, metrics)
+
+
+def _snapshot_if_lost(run: RunDir, checkpoint: dict, metrics: list[dict[str, float]]) -> None:
+    """Take the snapshot of the evaluation just before ``checkpoint`` if a kill came between
+    saving the checkpoint and linking it: the checkpoint then holds the evaluated weights."""
+    last = metrics[-1] if metrics else None
+    if (
+        last is not None
+        and not checkpoint["trained"]
+        and not math.isnan(last["eval_return_mean"])
+        and int(last["env_steps"]) == checkpoint["env_steps"]
+        and checkpoint["env_steps"] not in run.snapshot_steps()
+    ):
+        run.snapshot(checkpoint["env_steps"])
 
 
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "eval_length_mean", "policy_eval_return")

@@ -132,8 +132,8 @@ class RunDir:
             ) from exc
 
     def snapshot(self, env_steps: int) -> Path:
-        """Keep the current checkpoint as the snapshot at ``env_steps`` (replacing one left by
-        a killed attempt at the same iteration); a hard link, or a copy where links fail."""
+        """Keep the current checkpoint as the snapshot at ``env_steps`` (replacing one of that
+        name); a hard link, or a copy where links fail. Each keeps its checkpoint's disk space."""
         self.snapshots.mkdir(exist_ok=True)
         path = self._snapshot_path(env_steps)
         tmp = path.with_name(path.name + ".tmp")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dynaplan import loop
-from dynaplan.agents.factory import build_mpc_agent, build_policy_trainer
+from dynaplan.agents.factory import _with_planning_changes, build_mpc_agent, build_policy_trainer
 from dynaplan.config import TrainConfig, config_from_dict, load_preset
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
@@ -121,6 +121,10 @@ def test_the_termination_gradient_is_for_planning_and_the_prior_on_request(tmp_p
     assert not build_policy_trainer(config, agent).task.termination_gradient
     config = config.with_fields({"policy.termination_gradient": True}).validate()
     assert build_policy_trainer(config, agent).task.termination_gradient
+    with pytest.raises(ConfigError, match=r"trains the policy prior: add --policy\.enabled"):
+        config.with_fields({"policy.enabled": False}).validate()
+    without_value = _with_planning_changes(config, {"value.enabled": False}, tmp_path)
+    assert not without_value.search.termination_gradient  # its weight was the value
     for field in ("search.termination_gradient", "policy.termination_gradient"):
         on = {field: True, "policy.enabled": True, "value.enabled": True}
         pendulum = TrainConfig().with_fields(on).validate()

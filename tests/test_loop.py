@@ -93,6 +93,11 @@ def test_snapshots_keep_each_evaluated_controller(monkeypatch, tmp_path):
     assert same(agent.model.state_dict(), evaluated[0])
     with pytest.raises(CheckpointError, match="no snapshot at 450 env steps; it has 400, 500"):
         run.load_checkpoint(at_steps=450)
+    # a kill between saving the checkpoint and linking it loses no snapshot: resume takes it
+    (run.snapshots / "step_0000500.pt").unlink()
+    loop.resume(run.path)
+    assert run.snapshot_steps() == [400, 500]
+    assert same(run.load_checkpoint(at_steps=500)["model"], evaluated[1])
 
 
 def test_a_run_without_snapshots_says_how_to_get_them(tmp_path):

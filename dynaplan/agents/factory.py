@@ -188,7 +188,10 @@ def _with_planning_changes(
                 f"{path} cannot be changed for the trained run {run_dir}: only how it plans "
                 f"can ({', '.join(PLANNING_FIELDS)}); train a new run for anything else"
             )
-    config = trained.with_fields(changes).validate()
+    config = trained.with_fields(changes)
+    if not config.value.enabled:  # its weight is the value: without one there is no gradient
+        config.search.termination_gradient = config.policy.termination_gradient = False
+    config.validate()
     for part in ("value", "policy"):
         if getattr(config, part).enabled and not getattr(trained, part).enabled:
             raise ConfigError(

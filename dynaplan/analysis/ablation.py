@@ -156,7 +156,11 @@ def swap_parts(
     If taking only the prior from before a collapse brings the return back, the prior broke;
     if only the model, the model. Settings are labelled by what was taken (``"as trained"``,
     ``"prior from 192,000"``, ..., ``"model + value + prior from 192,000"``)."""
-    donor = RunDir.open(run_dir).load_checkpoint(at_steps=donor_steps)
+    if donor_steps == at_steps:
+        raise ConfigError(f"the snapshot at {donor_steps} is the checkpoint itself; pick another")
+    run = RunDir.open(run_dir)
+    config = TrainConfig.load(run.config)
+    donor = run.load_checkpoint(at_steps=donor_steps)
     eager = {"search.compile": False}
 
     def agent_with(taken: tuple[str, ...]) -> tuple[MPCAgent, TrainConfig]:
@@ -165,11 +169,8 @@ def swap_parts(
             _learned_parts(agent)[part].load_state_dict(donor[SWAPPABLE_PARTS[part]])
         return agent, config
 
-    parts = [
-        part
-        for part, module in _learned_parts(agent_with(())[0]).items()
-        if module is not None and SWAPPABLE_PARTS[part] in donor  # an LQR value is refit, not kept
-    ]
+    has = {"model": True, "value": config.value.enabled, "prior": config.policy.enabled}
+    parts = [part for part in SWAPPABLE_PARTS if has[part]]
     scores = []
     for size in range(len(parts) + 1):
         for taken in itertools.combinations(parts, size):
@@ -179,7 +180,7 @@ def swap_parts(
     if "prior" in parts:
         alone = {PRIOR_ALONE: (), f"{PRIOR_ALONE} from {donor_steps:,}": ("prior",)}
         for label, taken in alone.items():
-            agent, config = agent_with(taken)
+            agent, _ = agent_with(taken)
             changes = {"prior": donor_steps} if taken else PRIOR_ALONE
             scores.append(_score(label, changes, PolicyAgent(agent.policy), config, episodes, seed))
     return scores
@@ -243,6 +244,8 @@ def write_ablation(
         "changed": "planning changed"
         if swapped_from is None
         else f"learned parts taken from {swapped_from:,} env steps",
+        "at_steps": at_steps,  # None: the last checkpoint
+        "swapped_from": swapped_from,
         "episodes": episodes,
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s)",
         "note": note,

@@ -194,15 +194,17 @@ def discounted_returns(
     With ``task.termination_gradient`` and a terminal value, the step of a rollout's first
     predicted termination adds ``γ^(t+1) V(s_0) (c − c̄)``, ``c`` the task's soft continuation
     and ``c̄`` its detached copy: nothing to the return, but the gradient of ``c`` weighted by
-    the start state's value (what a fall within the horizon roughly loses; one value pass per
-    rollout rather than one per step), which pushes the plan back inside the ranges.
+    the start state's value (what a fall within the horizon roughly loses, floored at 0 so
+    that an early or pessimistic critic never rewards a fall; one value pass per row rather
+    than one per step), which pushes the plan back inside the ranges. Only planners that
+    follow gradients (grad, cem-grad) use it.
     """
     alive = torch.ones(obs.shape[0], device=obs.device)
     total = torch.zeros(obs.shape[0], device=obs.device)
     feel_termination = task.termination_gradient and terminal_value is not None
     if feel_termination:
         with torch.no_grad():  # a weight, not a term of the return
-            start_value = terminal_value(obs)
+            start_value = terminal_value(obs).clamp(min=0)
     for t in range(horizon):
         action = act(t, obs)
         if disagreement_penalty:

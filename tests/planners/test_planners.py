@@ -172,8 +172,8 @@ def test_the_termination_gradient_shows_a_plan_what_a_fall_costs():
     leaning = torch.full((2, 3, 3), 0.02)  # past the bound at the second step
     leaning[1] = 0.005  # stays inside: 0.185 after three steps
 
-    def returns_and_gradient(task):
-        value = lambda s: torch.full(s.shape[:1], 300.0)  # noqa: E731
+    def returns_and_gradient(task, start_value=300.0):
+        value = lambda s: torch.full(s.shape[:1], start_value)  # noqa: E731
         objective = ModelObjective(_AngleIntegrator(), task, start, terminal_value=value)
         actions = leaning.clone().requires_grad_()
         returns = objective(actions)
@@ -186,6 +186,10 @@ def test_the_termination_gradient_shows_a_plan_what_a_fall_costs():
     torch.testing.assert_close(felt, plain)  # the returns stay exact
     assert felt_grad[0, 1] < 0 and felt_grad[0, 1] < 10 * plain_grad[0, 1]  # lean back, hard
     torch.testing.assert_close(felt_grad[1], plain_grad[1])  # no termination: as before
+    felt = hopper.with_termination_gradient(True)
+    negative = returns_and_gradient(felt, start_value=-50.0)[1]  # an early critic's guess
+    plain_negative = returns_and_gradient(hopper, start_value=-50.0)[1]
+    torch.testing.assert_close(negative, plain_negative)  # never a reward for falling
 
 
 def test_objective_checks_shapes():

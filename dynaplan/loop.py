@@ -412,8 +412,9 @@ def _run(
 
 
 def _snapshot_if_lost(run: RunDir, checkpoint: dict, metrics: list[dict[str, float]]) -> None:
-    """Take the snapshot of the evaluation just before ``checkpoint`` if a kill came between
-    saving the checkpoint and linking it: the checkpoint then holds the evaluated weights."""
+    """Take the snapshot of the evaluation just before ``checkpoint`` if it is missing (a kill
+    came between saving the checkpoint and linking it, or snapshots were off until this
+    resume): a checkpoint saved after an evaluation holds the evaluated weights."""
     last = metrics[-1] if metrics else None
     if (
         last is not None

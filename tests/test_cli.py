@@ -111,8 +111,9 @@ def test_a_resumed_run_extends_and_refuses_other_changes(tmp_path, capsys):
     assert (saved["total_steps"], saved["progress"], saved["snapshots"]) == (400, False, True)
     assert main(["evaluate", str(run), "--at-steps", "400", "--episodes", "1"]) == 0
     assert "over 1 episodes" in capsys.readouterr().out
-    assert main(["evaluate", str(run), "--at-steps", "300"]) == 2  # before --snapshots
-    assert "no snapshot at 300 env steps; it has 400" in one_line_error(capsys)
+    # the checkpoint it resumed from held the weights evaluated at 300: kept as well
+    assert main(["evaluate", str(run), "--at-steps", "350"]) == 2
+    assert "no snapshot at 350 env steps; it has 300, 400" in one_line_error(capsys)
     assert main(["baseline", "--resume", str(run), "--total-steps", "400"]) == 2
     assert "with --resume, no flag can" in one_line_error(capsys)
 

@@ -49,7 +49,7 @@ def test_the_compiled_termination_gradient_matches_eager():
                            (hopper.with_termination_gradient(True), True)):  # fmt: skip
         candidates = actions.clone().requires_grad_(True)
         objective = ModelObjective(
-            model, task, start, compiled=compiled, terminal_value=lambda s: value(s)[:, 0]
+            model, task, start, compiled=compiled, terminal_value=lambda s: 100 + value(s)[:, 0]
         )
         returns = objective(candidates)
         returns.sum().backward()

@@ -7,9 +7,10 @@ An ant on its back stays inside the z range, so the env plays on to the time lim
 can never walk again. It also asks whether the run's final model sees each failure coming: the
 share of the turn-overs (and of the jumps out) in the run's second half that the model, rolled
 out open loop with the recorded actions from H steps before, predicts (upright < 0, or z above
-the healthy range, at that step). Those transitions were in its training data, so this is an
-upper bound on what a planner over H steps can see: a failure the model sees coming and the
-planner still walks into points at the objective (value, prior), not at the model.
+the healthy range, at that step), and for jumps out the quartiles of the predicted z. Those
+transitions were in its training data, so this is an upper bound on what a planner over H
+steps can see: a failure the model sees coming and the planner still walks into points at the
+objective (value, prior), not at the model.
 
     .venv/bin/python benchmarks/ant_failures.py runs/long/ant-h30-1step-seed0 --name ant-200k
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -47,25 +47,20 @@ def turn_overs(upright: np.ndarray, next_upright: np.ndarray) -> np.ndarray:
     return (upright >= 0) & (next_upright < 0)
 
 
-def seen_coming(
-    model: DynamicsModel,
-    buffer: ReplayBuffer,
-    rows: np.ndarray,
-    horizon: int,
-    happens: Callable[[np.ndarray], bool],
-) -> tuple[int, int]:
-    """How many of the events at ``rows`` (each row's ``next_obs`` is the event) the model
-    predicts from ``horizon`` steps before, open loop with the recorded actions: ``happens`` of
-    the predicted observation ``[S]``; and how many had ``horizon`` steps of their episode."""
-    seen = total = 0
+def predicted_before(
+    model: DynamicsModel, buffer: ReplayBuffer, rows: np.ndarray, horizon: int
+) -> np.ndarray:
+    """``[M, S]``: the model's prediction of each event row's ``next_obs`` from ``horizon``
+    steps before, open loop with the recorded actions (M: the rows with that much of their
+    episode before them)."""
+    predictions = []
     for row in rows:
         start = row + 1 - horizon  # the rollout's last step predicts the row's next_obs
         if start < 0 or buffer.episode[start] != buffer.episode[row]:
             continue
         pred = model_error.open_loop_predictions(model, buffer.obs, buffer.action, start, horizon)
-        seen += happens(pred[-1])
-        total += 1
-    return seen, total
+        predictions.append(pred[-1])
+    return np.array(predictions).reshape(len(predictions), buffer.obs.shape[1])
 
 
 def jumped_out(buffer: ReplayBuffer, z_high: float) -> np.ndarray:
@@ -157,8 +152,13 @@ def main() -> None:
     foresight = {name: {} for name in events}
     for name, (happened, happens) in events.items():
         for horizon in args.horizons:
-            seen, total = seen_coming(model, buffer, np.flatnonzero(happened), horizon, happens)
-            foresight[name][str(horizon)] = {"seen": seen, name: total}
+            predicted = predicted_before(model, buffer, np.flatnonzero(happened), horizon)
+            seen = sum(happens(obs) for obs in predicted)
+            foresight[name][str(horizon)] = {"seen": seen, name: len(predicted)}
+            if name == "jumps_out" and len(predicted):  # how near the bound, if not past it
+                quartiles = np.percentile(predicted[:, 0], [25, 50, 75])
+                foresight[name][str(horizon)]["predicted_z_quartiles"] = quartiles.tolist()
+    jump_z = buffer.next_obs[jumped_out(buffer, z_high) & second_half, 0]
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
         "run": str(args.run_dir),
@@ -167,6 +167,7 @@ def main() -> None:
         "rows": rows,
         "final_model_sees_second_half_turn_overs_from_h_steps_before": foresight["turn_overs"],
         "final_model_sees_second_half_jumps_out_from_h_steps_before": foresight["jumps_out"],
+        "second_half_jumps_out_real_z_median": float(np.median(jump_z)) if len(jump_z) else None,
     }
     (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(rows, args.out / f"{args.name}.png", f"{config.env}: {args.run_dir.name}")
@@ -180,7 +181,13 @@ def main() -> None:
         )
     for name, by_horizon in foresight.items():
         for horizon, f in by_horizon.items():
-            print(f"final model: {f['seen']} of {f[name]} {name} seen {horizon} ahead")
+            near = f.get("predicted_z_quartiles")
+            z = (
+                ""
+                if near is None
+                else f" (predicted z {near[0]:.3f} / {near[1]:.3f} / {near[2]:.3f})"
+            )
+            print(f"final model: {f['seen']} of {f[name]} {name} seen {horizon} ahead{z}")
     print(f"wrote {args.out / args.name}.json and .png")
 
 

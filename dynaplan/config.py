@@ -199,6 +199,10 @@ class PolicyConfig:
     each refit: one that lowers this return by more than check_tolerance is undone (0: off)."""
     check_tolerance: float = 0.05
     """Share of the previous check return a refit may lose and still be kept."""
+    check_against_best: bool = False
+    """Hold each refit to the better of the previous prior and the best one the check has kept,
+    both scored under the current model, and restore the better one when it fails: refits that
+    each lose a little can no longer ratchet the prior down. Needs check_horizon > 0."""
     safety_margin: float = 0.0
     """Train and check the prior against the healthy ranges pulled in by this much, as
     search.safety_margin does for the planner (the value still learns the exact task)."""
@@ -337,6 +341,11 @@ class TrainConfig:
             raise ConfigError("policy sizes, horizon, batch_size and updates must be positive")
         if pi.check_horizon < 0 or pi.check_tolerance < 0:
             raise ConfigError("policy.check_horizon and policy.check_tolerance cannot be negative")
+        if pi.check_against_best and pi.check_horizon == 0:
+            raise ConfigError(
+                "policy.check_against_best needs the start-state check; set policy.check_horizon "
+                "(e.g. --policy.check-horizon 100)"
+            )
         if not pi.safety_margin >= 0:
             raise ConfigError(f"policy.safety_margin must be >= 0, got {pi.safety_margin}")
         if pi.collect and not pi.enabled:

@@ -89,7 +89,8 @@ class PolicyFit:
     imagined_return: float
     """Mean imagined return of the last 100 batches."""
     kept_previous: bool
-    """The start-state check undid the refit: the policy is the one from before the call."""
+    """The start-state check undid the refit: the policy is the one from before the call, or
+    with ``check_against_best`` the best so far."""
     check_return: float = math.nan
     """The kept policy's start-state check return (NaN without the check)."""
 
@@ -100,7 +101,10 @@ class PolicyTrainer:
     Only the policy's weights get gradients; the model and the value are held fixed. With
     ``check_horizon > 0`` a refit is undone (weights and optimizer state) when it lowers the
     policy's ``check_horizon``-step model return from the buffer's reset states, without the
-    value, by more than ``check_tolerance`` of the previous return.
+    value, by more than ``check_tolerance`` of the previous return. With ``check_against_best``
+    the bar is the better of the previous policy and the best policy the check has kept so far,
+    both scored under the current model, and the better one is restored: a run of refits that
+    each lose a little can no longer ratchet the prior down.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class PolicyTrainer:
         max_grad_norm: float = 10.0,
         check_horizon: int = 0,
         check_tolerance: float = 0.05,
+        check_against_best: bool = False,
     ) -> None:
         if horizon <= 0 or lr <= 0 or not 0 < gamma <= 1:
             raise ConfigError(
@@ -129,6 +134,9 @@ class PolicyTrainer:
         self.horizon, self.gamma, self.terminal_value = horizon, gamma, terminal_value
         self.max_grad_norm = max_grad_norm
         self.check_horizon, self.check_tolerance = check_horizon, check_tolerance
+        self.check_against_best = check_against_best
+        self.best: dict[str, Tensor] | None = None
+        """The weights of the best policy the check has kept (with ``check_against_best``)."""
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
 
     def imagined_returns(self, starts: Tensor) -> Tensor:
@@ -167,16 +175,25 @@ class PolicyTrainer:
             starts = buffer.batch(buffer.episode_starts(), device).obs
             previous = copy.deepcopy((self.policy.state_dict(), self.optimizer.state_dict()))
             previous_return = self.start_state_return(starts)
-        imagined_return = self._ascend(buffer, rng, updates, batch_size)
-        if self.check_horizon:
-            floor = previous_return - self.check_tolerance * abs(previous_return)
-            new_return = self.start_state_return(starts)
-            if new_return < floor:
+            bar, fallback = previous_return, previous[0]
+            if self.check_against_best and self.best is not None:
+                self.policy.load_state_dict(self.best)
+                best_return = self.start_state_return(starts)
                 self.policy.load_state_dict(previous[0])
-                self.optimizer.load_state_dict(previous[1])
-                return PolicyFit(imagined_return, kept_previous=True, check_return=previous_return)
-            return PolicyFit(imagined_return, kept_previous=False, check_return=new_return)
-        return PolicyFit(imagined_return, kept_previous=False)
+                if best_return > previous_return:
+                    bar, fallback = best_return, self.best
+        imagined_return = self._ascend(buffer, rng, updates, batch_size)
+        if not self.check_horizon:
+            return PolicyFit(imagined_return, kept_previous=False)
+        new_return = self.start_state_return(starts)
+        kept_previous = new_return < bar - self.check_tolerance * abs(bar)
+        if kept_previous:
+            self.policy.load_state_dict(fallback)
+            self.optimizer.load_state_dict(previous[1])
+        kept_return = bar if kept_previous else new_return
+        if self.check_against_best and (self.best is None or kept_return >= bar):
+            self.best = copy.deepcopy(self.policy.state_dict())
+        return PolicyFit(imagined_return, kept_previous, check_return=kept_return)
 
     def _ascend(
         self, buffer: ReplayBuffer, rng: np.random.Generator, updates: int, batch_size: int
@@ -204,10 +221,11 @@ class PolicyTrainer:
         return float(np.mean(returns[-100:]))
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
+        return {"optimizer": self.optimizer.state_dict(), "best": self.best}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        self.best = state.get("best")  # checkpoints from before check_against_best lack it
 
 
 class PolicyAgent:

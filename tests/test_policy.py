@@ -89,6 +89,36 @@ def test_the_start_state_check_undoes_only_a_refit_that_does_worse_in_the_model(
             assert torch.equal(weight, old)
 
 
+def test_checking_against_the_best_restores_it_after_a_drift():
+    model, buffer = point_mass_model_and_data()
+    torch.manual_seed(0)
+    low, high = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    policy = PolicyPrior(2, low, high, hidden_size=32)
+    task = tasks.get(POINT_MASS_ID)
+    trainer = PolicyTrainer(
+        policy, model, task, horizon=3, lr=3e-3, check_horizon=20, check_against_best=True
+    )
+    trainer.fit(buffer, np.random.default_rng(1), updates=100, batch_size=64)  # a fair start
+    starts = buffer.batch(buffer.episode_starts(), "cpu").obs
+    best = {k: v.clone() for k, v in policy.state_dict().items()}
+    best_return = trainer.start_state_return(starts)
+    assert trainer.best is not None and all(torch.equal(trainer.best[k], best[k]) for k in best)
+    # earlier refits drifted: the previous prior is a fresh one, worse than the best in the model
+    drifted = PolicyPrior(2, low, high, hidden_size=32).state_dict()
+    policy.load_state_dict(drifted)
+    assert trainer.start_state_return(starts) < best_return
+    trainer.terminal_value = misleading_value  # and this refit chases a wrong value
+    fit = trainer.fit(buffer, np.random.default_rng(2), updates=150, batch_size=64)
+    assert fit.kept_previous and fit.check_return == pytest.approx(best_return)
+    for key, weight in policy.state_dict().items():  # the best, not the drifted previous one
+        assert torch.equal(weight, best[key])
+    resumed = PolicyTrainer(
+        PolicyPrior(2, low, high, hidden_size=32), model, task, horizon=3, check_horizon=20
+    )
+    resumed.load_state_dict(trainer.state_dict())
+    assert all(torch.equal(resumed.best[k], best[k]) for k in best)
+
+
 def test_the_loop_trains_a_prior_that_acts_alone_and_evaluate_no_plan(tmp_path, capsys):
     config = toy_config(total_steps=500)
     config.policy.enabled = True
@@ -140,6 +170,7 @@ def test_the_prior_can_collect_the_data_instead_of_the_planner(tmp_path):
         ("policy.collect", True),
         ("policy.check_horizon", -1),
         ("policy.check_tolerance", -0.1),
+        ("policy.check_against_best", True),  # without a check_horizon
     ],
 )
 def test_bad_policy_settings_are_config_errors(field, value):

@@ -150,6 +150,7 @@ def build_policy_trainer(config: TrainConfig, agent: MPCAgent) -> PolicyTrainer 
         terminal_value=agent.terminal_value,
         check_horizon=pi.check_horizon,
         check_tolerance=pi.check_tolerance,
+        check_against_best=pi.check_against_best,
     )
 
 

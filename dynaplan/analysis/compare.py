@@ -202,7 +202,11 @@ def run_label(config: dict[str, Any]) -> str:
             if policy.get("collect"):
                 notes.append("collects")
             if check := policy.get("check_horizon"):
-                notes.append(f"checked {check}")
+                tolerance = policy.get("check_tolerance", PolicyConfig.check_tolerance)
+                best = " against the best" if policy.get("check_against_best") else ""
+                default = tolerance == PolicyConfig.check_tolerance
+                within = "" if default else f" within {tolerance:g}"
+                notes.append(f"checked {check}{best}{within}")
             if margin := policy.get("safety_margin"):
                 notes.append(f"margin {margin:g}")
             if (upright := policy.get("min_upright")) is not None:

@@ -61,6 +61,10 @@ def test_labels_from_configs():
     assert run_label(checked) == "mbrl grad mlp H10 + policy (collects, checked 100)"
     longer = {**MBRL, "policy": {"enabled": True, "horizon": 30, "check_horizon": 100}}
     assert run_label(longer) == "mbrl grad mlp H10 + policy (H30, checked 100)"
+    best = {**MBRL, "policy": {"enabled": True, "check_horizon": 100, "check_against_best": True}}
+    assert run_label(best) == "mbrl grad mlp H10 + policy (checked 100 against the best)"
+    strict = {**MBRL, "policy": {"enabled": True, "check_horizon": 100, "check_tolerance": 0.0}}
+    assert run_label(strict) == "mbrl grad mlp H10 + policy (checked 100 within 0)"
     same = {**MBRL, "policy": {"enabled": True, "horizon": 10}}
     assert run_label(same) == "mbrl grad mlp H10 + policy"
     safe = {**MBRL, "search": {"safety_margin": 0.03}, "policy": {**longer["policy"]}}

@@ -17,7 +17,6 @@ objective (value, prior), not at the model.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -27,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from run_analysis import run_parser, save_figure
 
 from dynaplan import tasks
 from dynaplan.analysis import model_error
@@ -111,15 +111,11 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     bottom.set_xlabel("env steps (thousands)")
     bottom.legend()
     top.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--name", required=True, help="results file name under ant_failures/")
+    parser = run_parser(__doc__, OUT)
     parser.add_argument("--window", type=int, default=10_000, help="env steps per row")
     parser.add_argument("--horizons", type=int, nargs="+", default=[1, 3, 5, 10])
     parser.add_argument("--out", type=Path, default=OUT)

@@ -8,7 +8,6 @@ under ``benchmarks/results/prior_check/``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 from dataclasses import asdict
@@ -19,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from run_analysis import run_parser, save_figure
 
 from dynaplan.analysis.prior_check import CheckMatrix, check_returns
 
@@ -38,15 +38,11 @@ def plot(matrix: CheckMatrix, path: Path, title: str) -> None:
     ax.set_ylabel("model from the snapshot at")
     fig.colorbar(image, label=f"check return ({matrix.check_horizon} model steps, no value)")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--name", required=True, help="results file name under prior_check/")
+    parser = run_parser(__doc__, OUT)
     parser.add_argument("--steps", type=int, nargs="+", required=True, help="snapshots to use")
     parser.add_argument("--note", default="", help="how the run was made")
     parser.add_argument("--out", type=Path, default=OUT)

@@ -18,7 +18,6 @@ steps and notes the first predicted termination. For an episode that really ends
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 from pathlib import Path
@@ -30,6 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from run_analysis import run_parser, save_figure
 
 from dynaplan.agents.factory import load_mpc_agent
 from dynaplan.envs import make_env
@@ -111,15 +111,11 @@ def plot(episodes: list[dict], lookahead: int, path: Path, title: str) -> None:
     ax.set_ylabel(f"model's forecast (top line: no fall in {lookahead})")
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--name", required=True, help="results file name under prior_foresight/")
+    parser = run_parser(__doc__, OUT)
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=12345, help="first episode's reset seed")
     parser.add_argument("--lookahead", type=int, default=300)

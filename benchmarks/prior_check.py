@@ -3,7 +3,7 @@ scored under every snapshot's model (``dynaplan.analysis.prior_check``); JSON an
 under ``benchmarks/results/prior_check/``.
 
     .venv/bin/python benchmarks/prior_check.py runs/long/ant-g997-seed1 --name ant-g997-seed1 \\
-        --steps 177000 182000 187000 192000 197000 200000
+        --steps 172000 177000 182000 187000 192000 197000 200000
 """
 
 from __future__ import annotations

@@ -103,8 +103,9 @@ class PolicyTrainer:
     policy's ``check_horizon``-step model return from the buffer's reset states, without the
     value, by more than ``check_tolerance`` of the previous return. With ``check_against_best``
     the bar is the better of the previous policy and the best policy the check has kept so far,
-    both scored under the current model, and the better one is restored: a run of refits that
-    each lose a little can no longer ratchet the prior down.
+    both scored under the current model, and the better one is restored (with the previous
+    optimizer state): a run of refits that each lose a little can drift at most the tolerance
+    below the best, as the current model scores it.
     """
 
     def __init__(
@@ -176,12 +177,16 @@ class PolicyTrainer:
             previous = copy.deepcopy((self.policy.state_dict(), self.optimizer.state_dict()))
             previous_return = self.start_state_return(starts)
             bar, fallback = previous_return, previous[0]
-            if self.check_against_best and self.best is not None:
-                self.policy.load_state_dict(self.best)
-                best_return = self.start_state_return(starts)
-                self.policy.load_state_dict(previous[0])
+            if self.check_against_best:
+                best_return = -math.inf
+                if self.best is not None:
+                    self.policy.load_state_dict(self.best)
+                    best_return = self.start_state_return(starts)
+                    self.policy.load_state_dict(previous[0])
                 if best_return > previous_return:
                     bar, fallback = best_return, self.best
+                else:  # the previous prior is the best the current model knows of
+                    self.best = previous[0]
         imagined_return = self._ascend(buffer, rng, updates, batch_size)
         if not self.check_horizon:
             return PolicyFit(imagined_return, kept_previous=False)
@@ -190,9 +195,9 @@ class PolicyTrainer:
         if kept_previous:
             self.policy.load_state_dict(fallback)
             self.optimizer.load_state_dict(previous[1])
-        kept_return = bar if kept_previous else new_return
-        if self.check_against_best and (self.best is None or kept_return >= bar):
+        if self.check_against_best and new_return >= bar:
             self.best = copy.deepcopy(self.policy.state_dict())
+        kept_return = bar if kept_previous else new_return
         return PolicyFit(imagined_return, kept_previous, check_return=kept_return)
 
     def _ascend(

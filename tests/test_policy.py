@@ -112,6 +112,11 @@ def test_checking_against_the_best_restores_it_after_a_drift():
     assert fit.kept_previous and fit.check_return == pytest.approx(best_return)
     for key, weight in policy.state_dict().items():  # the best, not the drifted previous one
         assert torch.equal(weight, best[key])
+    # the other way round: the previous prior beats a worse best, so it is kept and is the best
+    trainer.best = drifted
+    fit = trainer.fit(buffer, np.random.default_rng(3), updates=150, batch_size=64)
+    assert fit.kept_previous and fit.check_return == pytest.approx(best_return)
+    assert all(torch.equal(trainer.best[k], best[k]) for k in best)
     resumed = PolicyTrainer(
         PolicyPrior(2, low, high, hidden_size=32), model, task, horizon=3, check_horizon=20
     )

@@ -29,7 +29,14 @@ def test_each_prior_is_scored_under_each_model_as_the_check_would(tmp_path):
     assert matrix.starts[1] == len(starts) > matrix.starts[0] > 0
     expected = build_policy_trainer(TrainConfig.load(RunDir(run).config), agent)
     assert matrix.returns[1][1] == pytest.approx(expected.start_state_return(starts))
-    assert matrix.returns[1][0] != pytest.approx(matrix.returns[1][1])  # the priors differ
+    # the first row: the model at 300 and the reset states collected by then
+    early, _ = load_mpc_agent(run, "cpu", at_steps=300)
+    first = buffer.episode_starts()
+    early_starts = buffer.batch(first[first < 300]).obs
+    check = build_policy_trainer(TrainConfig.load(RunDir(run).config), early)
+    assert matrix.returns[0][0] == pytest.approx(check.start_state_return(early_starts))
+    early.policy.load_state_dict(agent.policy.state_dict())
+    assert matrix.returns[0][1] == pytest.approx(check.start_state_return(early_starts))
 
 
 def test_a_run_without_a_checked_prior_is_refused(tmp_path):

@@ -202,7 +202,8 @@ class PolicyConfig:
     check_against_best: bool = False
     """Hold each refit to the better of the previous prior and the best one the check has kept,
     both scored under the current model, and restore the better one when it fails: refits that
-    each lose a little can no longer ratchet the prior down. Needs check_horizon > 0."""
+    each lose a little drift at most check_tolerance below the best instead of ratcheting the
+    prior down. Needs check_horizon > 0."""
     safety_margin: float = 0.0
     """Train and check the prior against the healthy ranges pulled in by this much, as
     search.safety_margin does for the planner (the value still learns the exact task)."""

@@ -25,15 +25,16 @@ def test_each_prior_is_scored_under_each_model_as_the_check_would(tmp_path):
     env = make_env(config.env)
     dims = env.observation_space.shape[0], env.action_space.shape[0]
     buffer = ReplayBuffer.from_journal(RunDir(run).journal, *dims)
-    starts = buffer.batch(buffer.episode_starts()).obs
+    first = buffer.episode_starts()
+    starts = buffer.batch(first).obs
     assert matrix.starts[1] == len(starts) > matrix.starts[0] > 0
-    expected = build_policy_trainer(TrainConfig.load(RunDir(run).config), agent)
+    saved = TrainConfig.load(RunDir(run).config)
+    expected = build_policy_trainer(saved, agent)
     assert matrix.returns[1][1] == pytest.approx(expected.start_state_return(starts))
     # the first row: the model at 300 and the reset states collected by then
     early, _ = load_mpc_agent(run, "cpu", at_steps=300)
-    first = buffer.episode_starts()
     early_starts = buffer.batch(first[first < 300]).obs
-    check = build_policy_trainer(TrainConfig.load(RunDir(run).config), early)
+    check = build_policy_trainer(saved, early)
     assert matrix.returns[0][0] == pytest.approx(check.start_state_return(early_starts))
     early.policy.load_state_dict(agent.policy.state_dict())
     assert matrix.returns[0][1] == pytest.approx(check.start_state_return(early_starts))

@@ -221,6 +221,17 @@ class ReplayBuffer:
         return buffer
 
 
+def copy_journal(
+    source: str | Path, target: str | Path, count: int, obs_dim: int, act_dim: int
+) -> None:
+    """Write the first ``count`` transitions of the journal ``source`` to a new journal
+    ``target`` (a branch of a run starts from them)."""
+    records = _Journal.read(source, obs_dim, act_dim)
+    if len(records) < count:
+        raise CheckpointError(f"{source} holds {len(records)} transitions, fewer than {count}")
+    Path(target).write_bytes(records[:count].tobytes())
+
+
 class _Journal:
     """Fixed-size binary records appended with one ``write`` each and flushed to the OS."""
 

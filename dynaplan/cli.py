@@ -38,6 +38,12 @@ class TrainCommand:
     resume: Path | None = None
     """Continue the run in this folder from its last checkpoint; only --total-steps (to extend
     it), --device, --threads, --progress and --snapshots may be given beside it."""
+    branch_from: Path | None = None
+    """Start a new run (--out) where this run (trained with --snapshots) stood at --branch-at
+    env steps: its data, learned parts and metrics up to there; the flags given here change
+    its config from there on. Without flags it is the control branch."""
+    branch_at: int | None = None
+    """Env steps of the --branch-from snapshot to start from."""
 
 
 @dataclass
@@ -203,9 +209,15 @@ def _train(args: list[str]) -> None:
     preset = _value_of("--preset", args)
     default = TrainCommand(load_preset(preset) if preset else TrainConfig())
     command = tyro.cli(TrainCommand, args=args, default=default, prog="dynaplan train")
+    if (command.branch_from is None) != (command.branch_at is None):
+        raise ConfigError("--branch-from and --branch-at go together: a run and a step of it")
     if command.resume is not None:
         changes = _resume_changes(args, command.config, allowed=loop.RESUME_FIELDS)
         result = loop.resume(command.resume, changes=changes)
+    elif command.branch_from is not None and command.branch_at is not None:
+        changes = _flag_changes(args, command.config, skip=("branch_from", "branch_at", "out"))
+        out = command.out or _default_out(f"{command.branch_from.name}-branch")
+        result = loop.branch(command.branch_from, command.branch_at, out, changes)
     else:
         config = command.config
         out = command.out or _default_out(f"{config.env}-{config.planner}")
@@ -489,14 +501,7 @@ def _model_error(args: list[str]) -> None:
 def _resume_changes(args: list[str], config: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
     """The config fields that flags beside --resume set, with their parsed values; a flag for
     anything outside ``allowed`` is an error rather than silently ignored."""
-    given = []
-    for arg in args:
-        if not arg.startswith("--") or arg.split("=", 1)[0] == "--resume":
-            continue
-        name = arg[2:].split("=", 1)[0].replace("-", "_")
-        if name.startswith("no_") and hasattr(config, name[3:]):
-            name = name[3:]  # --no-progress
-        given.append(name)
+    given = _flag_fields(args, config, skip=("resume",))
     refused = [name for name in given if name not in allowed]
     if refused:
         flags = ", ".join("--" + name.replace("_", "-") for name in refused)
@@ -505,7 +510,48 @@ def _resume_changes(args: list[str], config: Any, allowed: tuple[str, ...]) -> d
             f"{flags} cannot change when a run resumes (its data and checkpoints come from "
             f"the old settings); with --resume, {can} can. Start a new run with --out instead"
         )
-    return {name: getattr(config, name) for name in given}
+    return {name: _field_value(config, name) for name in given}
+
+
+def _flag_changes(args: list[str], config: Any, skip: tuple[str, ...]) -> dict[str, Any]:
+    """The dotted config fields the flags in ``args`` set (``search.lr``), with their parsed
+    values in ``config``; ``skip`` names the command's own flags, which are not fields."""
+    given = _flag_fields(args, config, skip)
+    unknown = [name for name in given if not _is_field(config, name)]
+    if unknown:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unknown)
+        raise ConfigError(f"{flags} cannot be given here: not a field of the run's config")
+    return {name: _field_value(config, name) for name in given}
+
+
+def _flag_fields(args: list[str], config: Any, skip: tuple[str, ...]) -> list[str]:
+    """The field names of the ``--flag`` arguments (``--no-progress`` names ``progress``,
+    ``--policy.no-check-against-best`` names ``policy.check_against_best``)."""
+    names = []
+    for arg in args:
+        if not arg.startswith("--"):
+            continue
+        name = arg[2:].split("=", 1)[0].replace("-", "_")
+        *parents, leaf = name.split(".")
+        if leaf.startswith("no_") and _is_field(config, ".".join([*parents, leaf[3:]])):
+            name = ".".join([*parents, leaf[3:]])
+        if name not in skip:
+            names.append(name)
+    return names
+
+
+def _is_field(config: Any, name: str) -> bool:
+    try:
+        _field_value(config, name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _field_value(config: Any, name: str) -> Any:
+    for part in name.split("."):
+        config = getattr(config, part)
+    return config
 
 
 def _value_of(flag: str, args: list[str]) -> str | None:

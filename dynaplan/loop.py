@@ -15,10 +15,13 @@ each training round and each iteration, so ``resume`` after a kill loses nothing
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +35,12 @@ from dynaplan.agents.factory import (
     build_model,
     build_mpc_agent,
     build_policy_trainer,
+    load_learned_parts,
     resolve_device,
 )
 from dynaplan.agents.mpc import MPCAgent
 from dynaplan.analysis.curves import plot_learning_curve
-from dynaplan.buffer import ReplayBuffer
+from dynaplan.buffer import ReplayBuffer, copy_journal
 from dynaplan.config import TrainConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
@@ -135,6 +139,70 @@ def resume(
         return _run(config, run, checkpoint=checkpoint, on_metrics=on_metrics)
 
 
+BRANCH_FIXED = ("env", "env_kwargs")
+"""What a branch may not change: its data come from that env."""
+
+
+def branch(
+    source_dir: str | Path,
+    at_steps: int,
+    run_dir: str | Path,
+    changes: dict[str, Any] | None = None,
+    on_metrics: MetricsHook | None = None,
+) -> RunResult:
+    """Start a new run in ``run_dir`` where the run in ``source_dir`` stood at ``at_steps``
+    env steps (its snapshot there): the same first ``at_steps`` transitions, learned parts,
+    optimiser and random states and metrics, then ``changes`` (dotted config fields, as in
+    :meth:`TrainConfig.with_fields`) from there on.
+
+    This tests a change on one history, e.g. ``{"policy.check_against_best": True}`` from
+    just before a collapse. Like a resumed run, a branch starts a fresh episode where its
+    source was mid-episode (the simulator's state is not saved), so it does not replay the
+    source's own continuation: a branch with no changes is the control. ``branch.json`` in
+    the new folder names the source, the step and the changes.
+    """
+    changes = changes or {}
+    fixed = sorted(set(changes) & set(BRANCH_FIXED))
+    if fixed:
+        raise ConfigError(
+            f"{', '.join(fixed)} cannot change in a branch: its data come from the source's "
+            "env. Start a new run with --out instead"
+        )
+    source = RunDir.open(source_dir)
+    checkpoint = source.load_checkpoint(at_steps=at_steps)
+    config = TrainConfig.load(source.config).with_fields(changes).validate()
+    if config.total_steps <= at_steps:
+        raise ConfigError(
+            f"total_steps ({config.total_steps}) must be above the branch point ({at_steps})"
+        )
+    _check_runnable(config)
+    env = make_env(config.env, **config.env_kwargs)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    try:
+        load_learned_parts(build_mpc_agent(config, env, torch.device("cpu")), checkpoint)
+    except (KeyError, RuntimeError) as exc:
+        raise ConfigError(
+            f"the changes {sorted(changes)} do not fit the learned parts of {source.path} "
+            f"at {at_steps} steps ({type(exc).__name__}: {str(exc).splitlines()[0]}); a "
+            "branch keeps them, so it cannot resize or add a model, value or prior"
+        ) from None
+    finally:
+        env.close()
+    with RunDir.create(run_dir) as run:
+        config.save(run.config)
+        copy_journal(source.journal, run.journal, at_steps, obs_dim, act_dim)
+        if source.metrics.exists():  # rows past the branch point are dropped on loading
+            shutil.copyfile(source.metrics, run.metrics)
+        run.save_checkpoint(checkpoint)
+        provenance = {
+            "source": str(source.path.resolve()),
+            "at_steps": at_steps,
+            "changes": {k: v.value if isinstance(v, Enum) else v for k, v in changes.items()},
+        }
+        (run.path / "branch.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        return _run(config, run, checkpoint=checkpoint, on_metrics=on_metrics)
+
+
 class Collector:
     """Steps one env, writing every transition to the buffer as it happens; ``ends_early(obs)``
     cuts an episode (as truncated) at a state not worth playing on from."""
@@ -222,20 +290,17 @@ def _run(
         buffer = ReplayBuffer(obs_dim, act_dim)
     buffer.attach_journal(run.journal)
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        load_learned_parts(agent, checkpoint)
         trainer.load_state_dict(checkpoint["trainer"])
         planner.load_state_dict(checkpoint["planner"])
         rng.bit_generator.state = checkpoint["numpy_rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
         first_iteration, trained = checkpoint["iteration"], checkpoint["trained"]
         fit = FitResult(*checkpoint["fit"])
-        if critic is not None:
-            critic.load_state_dict(checkpoint["value"])
         if value_trainer is not None:
             value_trainer.load_state_dict(checkpoint["value_trainer"])
             value_loss = checkpoint["value_loss"]
         if policy_trainer is not None:
-            agent.policy.load_state_dict(checkpoint["policy"])
             policy_trainer.load_state_dict(checkpoint["policy_trainer"])
             policy_fit = PolicyFit(
                 checkpoint["policy_return"],

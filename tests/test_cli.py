@@ -82,6 +82,27 @@ def test_train_then_evaluate_then_refuse_overwrite(tmp_path, capsys):
     assert "already holds a run" in one_line_error(capsys)
 
 
+def test_a_branch_takes_the_flags_given_as_its_changes(tmp_path, capsys):
+    source = tmp_path / "source"
+    assert main([*tiny_train_args(source), "--snapshots"]) == 0  # snapshots at 300
+    branch = ["train", "--branch-from", str(source), "--branch-at", "300", "--out"]
+    refusals = [
+        ([*branch, str(tmp_path / "a"), "--preset", "pendulum"], "--preset cannot be given"),
+        (["train", "--branch-from", str(source)], "--branch-from and --branch-at go together"),
+    ]
+    for args, message in refusals:
+        assert main(args) == 2, args
+        assert message in one_line_error(capsys)
+    flags = ["--total-steps", "400", "--search.lr", "0.05", "--no-snapshots"]
+    assert main([*branch, str(tmp_path / "b"), *flags]) == 0
+    assert "done: 400 env steps" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b" / "branch.json").read_text())["changes"] == {
+        "total_steps": 400,
+        "search.lr": 0.05,
+        "snapshots": False,
+    }
+
+
 def test_a_resumed_run_extends_and_refuses_other_changes(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(tiny_train_args(run)) == 0

@@ -318,3 +318,41 @@ def test_dropping_metrics_after_a_checkpoint_keeps_the_earlier_rows_as_written(t
     run.keep_metrics_up_to(2)
     assert run.metrics.read_text().splitlines() == before[:3]
     assert not run.metrics.with_name("metrics.csv.tmp").exists()
+
+
+def test_a_branch_starts_where_its_source_stood_and_goes_on_with_its_changes(tmp_path):
+    config = toy_config(total_steps=500, eval_every=2, snapshots=True)  # snapshots at 400, 500
+    source = RunDir(loop.train(config, tmp_path / "source").run_dir)
+    source_journal = source.journal.read_bytes()
+    changed = RunDir(
+        loop.branch(source.path, 400, tmp_path / "changed", {"search.lr": 0.05}).run_dir
+    )
+    assert source.journal.read_bytes() == source_journal  # the source is only read
+    saved = json.loads(changed.config.read_text())
+    assert saved["search"]["lr"] == 0.05 and saved["seed"] == config.seed
+    assert json.loads((changed.path / "branch.json").read_text()) == {
+        "source": str(source.path.resolve()),
+        "at_steps": 400,
+        "changes": {"search.lr": 0.05},
+    }
+    before, after = (ReplayBuffer.from_journal(r.journal, 2, 2) for r in (source, changed))
+    assert len(after) == 500
+    np.testing.assert_array_equal(after.action[:400], before.action[:400])
+    assert not np.array_equal(after.action[400:], before.action[400:])  # planned otherwise
+    rows = changed.read_metrics()
+    assert [r["env_steps"] for r in rows] == [300, 400, 500]
+    np.testing.assert_equal(rows[:2], source.read_metrics()[:2])  # the source's, up to 400
+
+
+def test_a_branch_refuses_what_its_data_and_parts_cannot_keep(tmp_path):
+    config = toy_config(total_steps=400, eval_every=1, snapshots=True)
+    source = loop.train(config, tmp_path / "source").run_dir
+    with pytest.raises(ConfigError, match="env cannot change in a branch"):
+        loop.branch(source, 300, tmp_path / "a", {"env": "Hopper-v5"})
+    with pytest.raises(ConfigError, match=r"do not fit the learned parts.*cannot resize"):
+        loop.branch(source, 300, tmp_path / "b", {"dynamics.hidden_size": 16})
+    with pytest.raises(ConfigError, match="must be above the branch point"):
+        loop.branch(source, 400, tmp_path / "c")
+    with pytest.raises(CheckpointError, match="no snapshot at 350 env steps"):
+        loop.branch(source, 350, tmp_path / "d")
+    assert not any((tmp_path / name).exists() for name in "abcd")  # no half-made folder

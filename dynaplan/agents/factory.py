@@ -171,13 +171,19 @@ def load_mpc_agent(
     env = make_env(config.env, **config.env_kwargs)
     agent = build_mpc_agent(config, env, resolve_device(device))
     checkpoint = run.load_checkpoint(agent.planner.device, at_steps)
+    load_learned_parts(agent, checkpoint)
+    env.close()
+    return agent, config
+
+
+def load_learned_parts(agent: MPCAgent, checkpoint: dict[str, Any]) -> None:
+    """Put a checkpoint's model (value, prior) into ``agent``; a part of another shape is a
+    RuntimeError, a missing one a KeyError."""
     agent.model.load_state_dict(checkpoint["model"])
     if agent.terminal_value is not None:
         agent.terminal_value.load_state_dict(checkpoint["value"])
     if agent.policy is not None:
         agent.policy.load_state_dict(checkpoint["policy"])
-    env.close()
-    return agent, config
 
 
 def _with_planning_changes(

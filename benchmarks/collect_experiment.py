@@ -24,7 +24,7 @@ import torch
 
 RESULTS = Path(__file__).parent / "results" / "experiments"
 COPIED = ("compare", "planners", "model_error")
-RUN_FILES = ("config.json", "metrics.csv")
+RUN_FILES = ("config.json", "metrics.csv", "branch.json")
 """What compare reads from a run folder: kilobytes, unlike its checkpoints and journal."""
 
 

@@ -255,6 +255,8 @@ def load_runs(patterns: Sequence[str]) -> tuple[list[Run], list[str]]:
             skipped.append(f"{path}: no evaluations yet")
             continue
         label, env, seed = run_label(config), str(config.get("env", "?")), config.get("seed", -1)
+        if (branch := path / "branch.json").is_file():  # not its source's continuation
+            label += f", branched at {json.loads(branch.read_text())['at_steps']:,}"
         steps = np.array([r["env_steps"] for r in rows])
         returns = np.array([r["eval_return_mean"] for r in rows])
         total, stop = config.get("total_steps"), config.get("stop_at_return")

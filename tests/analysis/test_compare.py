@@ -121,6 +121,14 @@ def test_a_policy_priors_own_evaluations_form_a_group_of_their_own(tmp_path):
     assert prior.seed == 3
 
 
+def test_a_branch_forms_a_group_apart_from_its_source(tmp_path):
+    for name in ("source", "branch"):
+        write_run(tmp_path / name, MBRL, seed=1, steps=[100, 200], returns=[1.0, 2.0])
+    (tmp_path / "branch" / "branch.json").write_text(json.dumps({"at_steps": 150_000}))
+    runs, _ = load_runs([str(tmp_path / "*")])
+    assert set(group_runs(runs)) == {"mbrl grad mlp H10", "mbrl grad mlp H10, branched at 150,000"}
+
+
 def test_band_is_on_the_common_grid_and_contains_the_mean():
     runs = synthetic(
         [

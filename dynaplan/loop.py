@@ -139,8 +139,9 @@ def resume(
         return _run(config, run, checkpoint=checkpoint, on_metrics=on_metrics)
 
 
-BRANCH_FIXED = ("env", "env_kwargs")
-"""What a branch may not change: its data come from that env."""
+BRANCH_FIXED = ("env", "env_kwargs", "seed")
+"""What a branch may not change: its data come from that env, its random states from that
+seed (which also picks the evaluation episodes)."""
 
 
 def branch(
@@ -165,8 +166,8 @@ def branch(
     fixed = sorted(set(changes) & set(BRANCH_FIXED))
     if fixed:
         raise ConfigError(
-            f"{', '.join(fixed)} cannot change in a branch: its data come from the source's "
-            "env. Start a new run with --out instead"
+            f"{', '.join(fixed)} cannot change in a branch: its data and random states come "
+            "from the source's. Start a new run with --out instead"
         )
     source = RunDir.open(source_dir)
     checkpoint = source.load_checkpoint(at_steps=at_steps)

@@ -347,8 +347,8 @@ def test_a_branch_starts_where_its_source_stood_and_goes_on_with_its_changes(tmp
 def test_a_branch_refuses_what_its_data_and_parts_cannot_keep(tmp_path):
     config = toy_config(total_steps=400, eval_every=1, snapshots=True)
     source = loop.train(config, tmp_path / "source").run_dir
-    with pytest.raises(ConfigError, match="env cannot change in a branch"):
-        loop.branch(source, 300, tmp_path / "a", {"env": "Hopper-v5"})
+    with pytest.raises(ConfigError, match="env, seed cannot change in a branch"):
+        loop.branch(source, 300, tmp_path / "a", {"env": "Hopper-v5", "seed": 3})
     with pytest.raises(ConfigError, match=r"do not fit the learned parts.*cannot resize"):
         loop.branch(source, 300, tmp_path / "b", {"dynamics.hidden_size": 16})
     with pytest.raises(ConfigError, match="must be above the branch point"):

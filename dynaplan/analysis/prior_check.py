@@ -26,7 +26,9 @@ from dynaplan.rundir import RunDir
 @dataclass
 class CheckMatrix:
     """``returns[i][j]``: the check return of the prior at ``steps[j]`` under the model at
-    ``steps[i]``, from the reset states the run had collected by ``steps[i]``."""
+    ``steps[i]``, from the reset states the run had when that model was fitted (at the start
+    of the iteration that ended at ``steps[i]``); ``returns[i][i]`` is the check return the
+    run logged there."""
 
     steps: list[int]
     returns: list[list[float]]
@@ -52,10 +54,12 @@ def check_returns(run_dir: str | Path, steps: list[int]) -> CheckMatrix:
     agents = [load_mpc_agent(run.path, "cpu", at_steps=s)[0] for s in steps]
     priors = [copy.deepcopy(agent.policy.state_dict()) for agent in agents]
     first = buffer.episode_starts()
+    collected = [config.random_steps, *(int(row["env_steps"]) for row in run.read_metrics())]
     rows, counts = [], []
     for model_steps, agent in zip(steps, agents, strict=True):
         trainer = build_policy_trainer(config, agent)
-        starts = buffer.batch(first[first < model_steps]).obs
+        fitted_at = max(size for size in collected if size < model_steps)
+        starts = buffer.batch(first[first < fitted_at]).obs
         row = []
         for prior in priors:
             agent.policy.load_state_dict(prior)

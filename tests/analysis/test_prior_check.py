@@ -20,23 +20,19 @@ def test_each_prior_is_scored_under_each_model_as_the_check_would(tmp_path):
     matrix = check_returns(run, [300, 400])
     assert matrix.steps == [300, 400] and matrix.check_horizon == 4
     assert len(matrix.returns) == 2 and all(len(row) == 2 for row in matrix.returns)
-    # the final row and column is the check of the final checkpoint, from every reset state
-    agent, _ = load_mpc_agent(run, "cpu")
+    # each snapshot's own prior under its own model: the check return the run logged there
+    logged = [row["policy_check_return"] for row in RunDir(run).read_metrics()]
+    assert [matrix.returns[0][0], matrix.returns[1][1]] == pytest.approx(logged, rel=1e-6)
+    # the final prior under the first model, from the reset states it was fitted with (200)
     env = make_env(config.env)
     dims = env.observation_space.shape[0], env.action_space.shape[0]
     buffer = ReplayBuffer.from_journal(RunDir(run).journal, *dims)
     first = buffer.episode_starts()
-    starts = buffer.batch(first).obs
-    assert matrix.starts[1] == len(starts) > matrix.starts[0] > 0
-    saved = TrainConfig.load(RunDir(run).config)
-    expected = build_policy_trainer(saved, agent)
-    assert matrix.returns[1][1] == pytest.approx(expected.start_state_return(starts))
-    # the first row: the model at 300 and the reset states collected by then
+    early_starts = buffer.batch(first[first < 200]).obs
+    assert matrix.starts == [len(early_starts), int((first < 300).sum())]
     early, _ = load_mpc_agent(run, "cpu", at_steps=300)
-    early_starts = buffer.batch(first[first < 300]).obs
-    check = build_policy_trainer(saved, early)
-    assert matrix.returns[0][0] == pytest.approx(check.start_state_return(early_starts))
-    early.policy.load_state_dict(agent.policy.state_dict())
+    early.policy.load_state_dict(load_mpc_agent(run, "cpu")[0].policy.state_dict())
+    check = build_policy_trainer(TrainConfig.load(RunDir(run).config), early)
     assert matrix.returns[0][1] == pytest.approx(check.start_state_return(early_starts))
 
 

@@ -221,15 +221,15 @@ class ReplayBuffer:
         return buffer
 
 
-def copy_journal(
-    source: str | Path, target: str | Path, count: int, obs_dim: int, act_dim: int
-) -> None:
-    """Write the first ``count`` transitions of the journal ``source`` to a new journal
-    ``target`` (a branch of a run starts from them)."""
-    records = _Journal.read(source, obs_dim, act_dim)
-    if len(records) < count:
-        raise CheckpointError(f"{source} holds {len(records)} transitions, fewer than {count}")
-    Path(target).write_bytes(records[:count].tobytes())
+def journal_prefix(path: str | Path, count: int, obs_dim: int, act_dim: int) -> bytes:
+    """The first ``count`` records of the journal at ``path``, as a journal of their own (a
+    branch of a run starts from them)."""
+    size = count * _record_dtype(obs_dim, act_dim).itemsize
+    with open(path, "rb") as f:
+        prefix = f.read(size)
+    if len(prefix) < size:
+        raise CheckpointError(f"{path} holds fewer than {count} transitions")
+    return prefix
 
 
 class _Journal:

@@ -40,8 +40,9 @@ class TrainCommand:
     it), --device, --threads, --progress and --snapshots may be given beside it."""
     branch_from: Path | None = None
     """Start a new run (--out) where this run (trained with --snapshots) stood at --branch-at
-    env steps: its data, learned parts and metrics up to there; the flags given here change
-    its config from there on. Without flags it is the control branch."""
+    env steps: its data, learned parts and metrics up to there; the config fields given here
+    change from there on (not --env, --seed, --random-steps, --steps-per-iteration or the
+    sizes of the learned parts). Without them it is the control branch."""
     branch_at: int | None = None
     """Env steps of the --branch-from snapshot to start from."""
 
@@ -211,6 +212,11 @@ def _train(args: list[str]) -> None:
     command = tyro.cli(TrainCommand, args=args, default=default, prog="dynaplan train")
     if (command.branch_from is None) != (command.branch_at is None):
         raise ConfigError("--branch-from and --branch-at go together: a run and a step of it")
+    if command.branch_from is not None and (command.resume is not None or preset):
+        raise ConfigError(
+            "a branch takes its source's config: give only the fields to change beside "
+            "--branch-from (not --resume or --preset)"
+        )
     if command.resume is not None:
         changes = _resume_changes(args, command.config, allowed=loop.RESUME_FIELDS)
         result = loop.resume(command.resume, changes=changes)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from dynaplan.agents.factory import (
 )
 from dynaplan.agents.mpc import MPCAgent
 from dynaplan.analysis.curves import plot_learning_curve
-from dynaplan.buffer import ReplayBuffer, copy_journal
+from dynaplan.buffer import ReplayBuffer, journal_prefix
 from dynaplan.config import TrainConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
@@ -139,9 +138,10 @@ def resume(
         return _run(config, run, checkpoint=checkpoint, on_metrics=on_metrics)
 
 
-BRANCH_FIXED = ("env", "env_kwargs", "seed")
-"""What a branch may not change: its data come from that env, its random states from that
-seed (which also picks the evaluation episodes)."""
+BRANCH_FIXED = ("env", "env_kwargs", "seed", "random_steps", "steps_per_iteration")
+"""What a branch may not change: its data come from that env; the seed picks its evaluation
+episodes (its random states come from the snapshot); and the steps each iteration collects
+number the iterations it goes on from."""
 
 
 def branch(
@@ -153,21 +153,24 @@ def branch(
 ) -> RunResult:
     """Start a new run in ``run_dir`` where the run in ``source_dir`` stood at ``at_steps``
     env steps (its snapshot there): the same first ``at_steps`` transitions, learned parts,
-    optimiser and random states and metrics, then ``changes`` (dotted config fields, as in
-    :meth:`TrainConfig.with_fields`) from there on.
+    optimizer moments, random states and metrics, then ``changes`` (dotted config fields, as
+    in :meth:`TrainConfig.with_fields`, learning rates included) from there on.
 
     This tests a change on one history, e.g. ``{"policy.check_against_best": True}`` from
-    just before a collapse. Like a resumed run, a branch starts a fresh episode where its
-    source was mid-episode (the simulator's state is not saved), so it does not replay the
-    source's own continuation: a branch with no changes is the control. ``branch.json`` in
-    the new folder names the source, the step and the changes.
+    just before a collapse (which then holds refits to the best prior from the branch point
+    on). Like a resumed run, a branch starts a fresh episode where its source was mid-episode
+    (the simulator's state is not saved), so it does not replay the source's continuation: a
+    branch with no changes is the control. On one machine branches are deterministic, so a
+    second control from the same snapshot repeats the first. ``branch.json`` in the new
+    folder names the source, the step and the changes.
     """
     changes = changes or {}
     fixed = sorted(set(changes) & set(BRANCH_FIXED))
     if fixed:
         raise ConfigError(
-            f"{', '.join(fixed)} cannot change in a branch: its data and random states come "
-            "from the source's. Start a new run with --out instead"
+            f"{', '.join(fixed)} cannot change in a branch (only {', '.join(BRANCH_FIXED)} "
+            "are fixed: the data, evaluation episodes and iterations come from the source). "
+            "Start a new run with --out instead"
         )
     source = RunDir.open(source_dir)
     checkpoint = source.load_checkpoint(at_steps=at_steps)
@@ -189,11 +192,10 @@ def branch(
         ) from None
     finally:
         env.close()
-    with RunDir.create(run_dir) as run:
-        config.save(run.config)
-        copy_journal(source.journal, run.journal, at_steps, obs_dim, act_dim)
-        if source.metrics.exists():  # rows past the branch point are dropped on loading
-            shutil.copyfile(source.metrics, run.metrics)
+    transitions = journal_prefix(source.journal, at_steps, obs_dim, act_dim)
+    with RunDir.create(run_dir) as run:  # config.json last: a failure before leaves no run
+        run.journal.write_bytes(transitions)
+        run.copy_metrics_from(source, up_to_iteration=checkpoint["iteration"] - 1)
         run.save_checkpoint(checkpoint)
         provenance = {
             "source": str(source.path.resolve()),
@@ -201,6 +203,7 @@ def branch(
             "changes": {k: v.value if isinstance(v, Enum) else v for k, v in changes.items()},
         }
         (run.path / "branch.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        config.save(run.config)
         return _run(config, run, checkpoint=checkpoint, on_metrics=on_metrics)
 
 

@@ -32,6 +32,7 @@ from dynaplan.errors import ConfigError, TrainingDivergedError
 from dynaplan.models import DynamicsModel
 from dynaplan.models.ensemble import ACTIVATIONS
 from dynaplan.models.normalizer import Normalizer
+from dynaplan.models.trainer import load_optimizer_state
 from dynaplan.planners.objective import TerminalValue, discounted_returns
 from dynaplan.tasks import Task
 
@@ -229,7 +230,7 @@ class PolicyTrainer:
         return {"optimizer": self.optimizer.state_dict(), "best": self.best}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.best = state.get("best")  # checkpoints from before check_against_best lack it
 
 

@@ -161,7 +161,7 @@ class RunDir:
         if not steps:
             raise CheckpointError(
                 f"{self.path} has no snapshots; only runs trained with --snapshots keep the "
-                "checkpoint of each evaluation (without --at-steps the last one is used)"
+                "checkpoint of each evaluation"
             )
         raise CheckpointError(
             f"{self.path} has no snapshot at {env_steps} env steps; it has "
@@ -201,6 +201,14 @@ class RunDir:
 
     def read_metrics(self) -> list[dict[str, float]]:
         return read_metrics(self.metrics)
+
+    def copy_metrics_from(self, source: RunDir, up_to_iteration: int) -> None:
+        """Write ``source``'s complete metrics rows up to ``up_to_iteration`` as this run's
+        (a row its writer is still appending is left out)."""
+        if source.metrics.exists():
+            rows = source._metric_cells()
+            complete = [r for r in rows if None not in r.values() and None not in r]
+            self._rewrite_metrics([r for r in complete if float(r["iteration"]) <= up_to_iteration])
 
     def keep_metrics_up_to(self, iteration: int) -> None:
         """Drop rows after ``iteration`` (written after the checkpoint of a killed run)."""

@@ -31,6 +31,7 @@ from dynaplan.errors import ConfigError, TrainingDivergedError
 from dynaplan.models import DynamicsModel
 from dynaplan.models.ensemble import ACTIVATIONS, EnsembleLinear
 from dynaplan.models.normalizer import Normalizer
+from dynaplan.models.trainer import load_optimizer_state
 from dynaplan.planners.objective import discounted_returns
 from dynaplan.tasks import Task
 from dynaplan.types import TransitionBatch
@@ -210,4 +211,4 @@ class ValueTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         self.target.load_state_dict(state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])

@@ -87,7 +87,8 @@ def test_a_branch_takes_the_flags_given_as_its_changes(tmp_path, capsys):
     assert main([*tiny_train_args(source), "--snapshots"]) == 0  # snapshots at 300
     branch = ["train", "--branch-from", str(source), "--branch-at", "300", "--out"]
     refusals = [
-        ([*branch, str(tmp_path / "a"), "--preset", "pendulum"], "--preset cannot be given"),
+        ([*branch, str(tmp_path / "a"), "--preset", "pendulum"], "not --resume or --preset"),
+        ([*branch, str(tmp_path / "a"), "--resume", str(source)], "not --resume or --preset"),
         (["train", "--branch-from", str(source)], "--branch-from and --branch-at go together"),
     ]
     for args, message in refusals:

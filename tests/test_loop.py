@@ -322,23 +322,30 @@ def test_dropping_metrics_after_a_checkpoint_keeps_the_earlier_rows_as_written(t
 
 def test_a_branch_starts_where_its_source_stood_and_goes_on_with_its_changes(tmp_path):
     config = toy_config(total_steps=500, eval_every=2, snapshots=True)  # snapshots at 400, 500
+    config.value.enabled = config.policy.enabled = True
+    config.value.updates = config.policy.updates = 20
     source = RunDir(loop.train(config, tmp_path / "source").run_dir)
     source_journal = source.journal.read_bytes()
-    changed = RunDir(
-        loop.branch(source.path, 400, tmp_path / "changed", {"search.lr": 0.05}).run_dir
-    )
+    changes = {"search.lr": 0.05, "dynamics.lr": 0.01, "value.lr": 0.003, "policy.lr": 0.002}
+    changed = RunDir(loop.branch(source.path, 400, tmp_path / "changed", changes).run_dir)
     assert source.journal.read_bytes() == source_journal  # the source is only read
     saved = json.loads(changed.config.read_text())
     assert saved["search"]["lr"] == 0.05 and saved["seed"] == config.seed
     assert json.loads((changed.path / "branch.json").read_text()) == {
         "source": str(source.path.resolve()),
         "at_steps": 400,
-        "changes": {"search.lr": 0.05},
+        "changes": changes,
     }
     before, after = (ReplayBuffer.from_journal(r.journal, 2, 2) for r in (source, changed))
     assert len(after) == 500
     np.testing.assert_array_equal(after.action[:400], before.action[:400])
-    assert not np.array_equal(after.action[400:], before.action[400:])  # planned otherwise
+    # the optimizers go on with their moments from the snapshot and the lr given
+    checkpoint = changed.load_checkpoint()
+    learning_rates = [
+        checkpoint[part]["optimizer"]["param_groups"][0]["lr"]
+        for part in ("trainer", "value_trainer", "policy_trainer")
+    ]
+    assert learning_rates == [0.01, 0.003, 0.002]
     rows = changed.read_metrics()
     assert [r["env_steps"] for r in rows] == [300, 400, 500]
     np.testing.assert_equal(rows[:2], source.read_metrics()[:2])  # the source's, up to 400
@@ -347,8 +354,8 @@ def test_a_branch_starts_where_its_source_stood_and_goes_on_with_its_changes(tmp
 def test_a_branch_refuses_what_its_data_and_parts_cannot_keep(tmp_path):
     config = toy_config(total_steps=400, eval_every=1, snapshots=True)
     source = loop.train(config, tmp_path / "source").run_dir
-    with pytest.raises(ConfigError, match="env, seed cannot change in a branch"):
-        loop.branch(source, 300, tmp_path / "a", {"env": "Hopper-v5", "seed": 3})
+    with pytest.raises(ConfigError, match="env, seed, steps_per_iteration cannot change"):
+        loop.branch(source, 300, tmp_path / "a", {"env": "X", "seed": 3, "steps_per_iteration": 5})
     with pytest.raises(ConfigError, match=r"do not fit the learned parts.*cannot resize"):
         loop.branch(source, 300, tmp_path / "b", {"dynamics.hidden_size": 16})
     with pytest.raises(ConfigError, match="must be above the branch point"):

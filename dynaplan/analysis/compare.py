@@ -220,6 +220,14 @@ def run_label(config: dict[str, Any]) -> str:
     return str(config.get("algo") or config.get("kind") or "run")
 
 
+def branch_label(branch: dict[str, Any]) -> str:
+    """What sets a branch apart (its ``branch.json``): not its source's continuation, and
+    not another branch from the same step with other changes (which the label may not show)."""
+    changes = branch.get("changes") or {}
+    what = ", ".join(f"{k}={json.dumps(v)}" for k, v in changes.items()) or "no change"
+    return f", branched at {branch['at_steps']:,} ({what})"
+
+
 def expand_run_dirs(patterns: Sequence[str]) -> list[Path]:
     """Folders named by paths or glob patterns (``*``, ``?``, ``[...]``, ``**``), deduplicated.
 
@@ -255,8 +263,8 @@ def load_runs(patterns: Sequence[str]) -> tuple[list[Run], list[str]]:
             skipped.append(f"{path}: no evaluations yet")
             continue
         label, env, seed = run_label(config), str(config.get("env", "?")), config.get("seed", -1)
-        if (branch := path / "branch.json").is_file():  # not its source's continuation
-            label += f", branched at {json.loads(branch.read_text())['at_steps']:,}"
+        if (branch := path / "branch.json").is_file():
+            label += branch_label(json.loads(branch.read_text()))
         steps = np.array([r["env_steps"] for r in rows])
         returns = np.array([r["eval_return_mean"] for r in rows])
         total, stop = config.get("total_steps"), config.get("stop_at_return")

@@ -122,11 +122,18 @@ def test_a_policy_priors_own_evaluations_form_a_group_of_their_own(tmp_path):
 
 
 def test_a_branch_forms_a_group_apart_from_its_source(tmp_path):
-    for name in ("source", "branch"):
+    branches = {"control": {}, "changed": {"search.lr": 0.05, "policy.check_against_best": True}}
+    write_run(tmp_path / "source", MBRL, seed=1, steps=[100, 200], returns=[1.0, 2.0])
+    for name, changes in branches.items():
         write_run(tmp_path / name, MBRL, seed=1, steps=[100, 200], returns=[1.0, 2.0])
-    (tmp_path / "branch" / "branch.json").write_text(json.dumps({"at_steps": 150_000}))
+        branch = {"at_steps": 150_000, "changes": changes}
+        (tmp_path / name / "branch.json").write_text(json.dumps(branch))
     runs, _ = load_runs([str(tmp_path / "*")])
-    assert set(group_runs(runs)) == {"mbrl grad mlp H10", "mbrl grad mlp H10, branched at 150,000"}
+    assert set(group_runs(runs)) == {
+        "mbrl grad mlp H10",
+        "mbrl grad mlp H10, branched at 150,000 (no change)",
+        "mbrl grad mlp H10, branched at 150,000 (search.lr=0.05, policy.check_against_best=true)",
+    }
 
 
 def test_band_is_on_the_common_grid_and_contains_the_mean():

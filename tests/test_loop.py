@@ -363,3 +363,15 @@ def test_a_branch_refuses_what_its_data_and_parts_cannot_keep(tmp_path):
     with pytest.raises(CheckpointError, match="no snapshot at 350 env steps"):
         loop.branch(source, 350, tmp_path / "d")
     assert not any((tmp_path / name).exists() for name in "abcd")  # no half-made folder
+
+
+def test_a_branch_copies_only_complete_metrics_rows_up_to_its_point(tmp_path):
+    source, copy = RunDir.create(tmp_path / "source"), RunDir.create(tmp_path / "copy")
+    for iteration in (1, 2, 3):
+        source.append_metrics({"iteration": iteration, "env_steps": 100 * iteration})
+    with open(source.metrics, "a") as f:
+        f.write("4,40")  # a row its writer is still appending
+    copy.copy_metrics_from(source, up_to_iteration=2)
+    assert [row["iteration"] for row in copy.read_metrics()] == [1, 2]
+    copy.copy_metrics_from(source, up_to_iteration=9)
+    assert [row["iteration"] for row in copy.read_metrics()] == [1, 2, 3]

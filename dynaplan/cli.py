@@ -45,6 +45,9 @@ class TrainCommand:
     sizes of the learned parts). Without them it is the control branch."""
     branch_at: int | None = None
     """Env steps of the --branch-from snapshot to start from."""
+    branch_reseed: int | None = None
+    """Replace the snapshot's random states by ones from this seed (the evaluation episodes
+    stay): branches from one snapshot with different --branch-reseed are replicates."""
 
 
 @dataclass
@@ -212,6 +215,8 @@ def _train(args: list[str]) -> None:
     command = tyro.cli(TrainCommand, args=args, default=default, prog="dynaplan train")
     if (command.branch_from is None) != (command.branch_at is None):
         raise ConfigError("--branch-from and --branch-at go together: a run and a step of it")
+    if command.branch_reseed is not None and command.branch_from is None:
+        raise ConfigError("--branch-reseed needs --branch-from and --branch-at")
     if command.branch_from is not None and (command.resume is not None or preset):
         raise ConfigError(
             "a branch takes its source's config: give only the fields to change beside "
@@ -221,9 +226,12 @@ def _train(args: list[str]) -> None:
         changes = _resume_changes(args, command.config, allowed=loop.RESUME_FIELDS)
         result = loop.resume(command.resume, changes=changes)
     elif command.branch_from is not None and command.branch_at is not None:
-        changes = _flag_changes(args, command.config, skip=("branch_from", "branch_at", "out"))
+        own_flags = ("branch_from", "branch_at", "branch_reseed", "out")
+        changes = _flag_changes(args, command.config, skip=own_flags)
         out = command.out or _default_out(f"{command.branch_from.name}-branch")
-        result = loop.branch(command.branch_from, command.branch_at, out, changes)
+        result = loop.branch(
+            command.branch_from, command.branch_at, out, changes, command.branch_reseed
+        )
     else:
         config = command.config
         out = command.out or _default_out(f"{config.env}-{config.planner}")

@@ -149,6 +149,7 @@ def branch(
     at_steps: int,
     run_dir: str | Path,
     changes: dict[str, Any] | None = None,
+    reseed: int | None = None,
     on_metrics: MetricsHook | None = None,
 ) -> RunResult:
     """Start a new run in ``run_dir`` where the run in ``source_dir`` stood at ``at_steps``
@@ -161,8 +162,11 @@ def branch(
     on). Like a resumed run, a branch starts a fresh episode where its source was mid-episode
     (the simulator's state is not saved), so it does not replay the source's continuation: a
     branch with no changes is the control. On one machine branches are deterministic, so a
-    second control from the same snapshot repeats the first. ``branch.json`` in the new
-    folder names the source, the step and the changes.
+    second control from the same snapshot repeats the first; ``reseed`` replaces the
+    snapshot's random states (env resets, minibatches, exploration noise) by ones from this
+    seed, keeping the evaluation episodes, so branches with different ``reseed`` are
+    replicates. ``branch.json`` in the new folder names the source, the step, the changes and
+    the reseed.
     """
     changes = changes or {}
     fixed = sorted(set(changes) & set(BRANCH_FIXED))
@@ -193,6 +197,9 @@ def branch(
     finally:
         env.close()
     transitions = journal_prefix(source.journal, at_steps, obs_dim, act_dim)
+    if reseed is not None:
+        checkpoint["numpy_rng"] = np.random.default_rng(reseed).bit_generator.state
+        checkpoint["torch_rng"] = torch.Generator().manual_seed(reseed).get_state()
     with RunDir.create(run_dir) as run:  # config.json last: a failure before leaves no run
         run.journal.write_bytes(transitions)
         run.copy_metrics_from(source, up_to_iteration=checkpoint["iteration"] - 1)
@@ -201,6 +208,7 @@ def branch(
             "source": str(source.path.resolve()),
             "at_steps": at_steps,
             "changes": {k: v.value if isinstance(v, Enum) else v for k, v in changes.items()},
+            "reseed": reseed,
         }
         (run.path / "branch.json").write_text(json.dumps(provenance, indent=2) + "\n")
         config.save(run.config)

@@ -90,18 +90,25 @@ def test_a_branch_takes_the_flags_given_as_its_changes(tmp_path, capsys):
         ([*branch, str(tmp_path / "a"), "--preset", "pendulum"], "not --resume or --preset"),
         ([*branch, str(tmp_path / "a"), "--resume", str(source)], "not --resume or --preset"),
         (["train", "--branch-from", str(source)], "--branch-from and --branch-at go together"),
+        (["train", "--branch-reseed", "3"], "--branch-reseed needs --branch-from"),
     ]
     for args, message in refusals:
         assert main(args) == 2, args
         assert message in one_line_error(capsys)
-    flags = ["--total-steps", "400", "--search.lr", "0.05", "--no-snapshots"]
+    flags = [
+        "--total-steps",
+        "400",
+        "--search.lr",
+        "0.05",
+        "--no-snapshots",
+        "--branch-reseed",
+        "3",
+    ]
     assert main([*branch, str(tmp_path / "b"), *flags]) == 0
     assert "done: 400 env steps" in capsys.readouterr().out
-    assert json.loads((tmp_path / "b" / "branch.json").read_text())["changes"] == {
-        "total_steps": 400,
-        "search.lr": 0.05,
-        "snapshots": False,
-    }
+    saved = json.loads((tmp_path / "b" / "branch.json").read_text())
+    assert saved["changes"] == {"total_steps": 400, "search.lr": 0.05, "snapshots": False}
+    assert saved["reseed"] == 3
 
 
 def test_a_resumed_run_extends_and_refuses_other_changes(tmp_path, capsys):

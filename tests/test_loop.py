@@ -335,6 +335,7 @@ def test_a_branch_starts_where_its_source_stood_and_goes_on_with_its_changes(tmp
         "source": str(source.path.resolve()),
         "at_steps": 400,
         "changes": changes,
+        "reseed": None,
     }
     before, after = (ReplayBuffer.from_journal(r.journal, 2, 2) for r in (source, changed))
     assert len(after) == 500
@@ -349,6 +350,22 @@ def test_a_branch_starts_where_its_source_stood_and_goes_on_with_its_changes(tmp
     rows = changed.read_metrics()
     assert [r["env_steps"] for r in rows] == [300, 400, 500]
     np.testing.assert_equal(rows[:2], source.read_metrics()[:2])  # the source's, up to 400
+
+
+def test_branches_repeat_each_other_unless_reseeded(tmp_path):
+    config = toy_config(total_steps=500, eval_every=2, snapshots=True)  # snapshots at 400, 500
+    source = loop.train(config, tmp_path / "source").run_dir
+
+    def actions(name: str, reseed: int | None = None) -> np.ndarray:
+        run = loop.branch(source, 400, tmp_path / name, reseed=reseed).run_dir
+        return ReplayBuffer.from_journal(run / "transitions.bin", 2, 2).action
+
+    control = actions("control")
+    np.testing.assert_array_equal(actions("control-again"), control)
+    replicate = actions("replicate", reseed=7)
+    np.testing.assert_array_equal(replicate[:400], control[:400])
+    assert not np.array_equal(replicate[400:], control[400:])
+    assert json.loads((tmp_path / "replicate" / "branch.json").read_text())["reseed"] == 7
 
 
 def test_a_branch_refuses_what_its_data_and_parts_cannot_keep(tmp_path):

@@ -163,10 +163,10 @@ def branch(
     (the simulator's state is not saved), so it does not replay the source's continuation: a
     branch with no changes is the control. On one machine branches are deterministic, so a
     second control from the same snapshot repeats the first; ``reseed`` replaces the
-    snapshot's random states (env resets, minibatches, exploration noise) by ones from this
-    seed, keeping the evaluation episodes, so branches with different ``reseed`` are
-    replicates. ``branch.json`` in the new folder names the source, the step, the changes and
-    the reseed.
+    snapshot's random states (env resets, minibatches, noise, the planner's samples on a CPU)
+    by ones from this seed, keeping the evaluation episodes, so branches with different
+    ``reseed`` are replicates. ``branch.json`` in the new folder names the source, the step,
+    the changes and the reseed.
     """
     changes = changes or {}
     fixed = sorted(set(changes) & set(BRANCH_FIXED))
@@ -198,8 +198,10 @@ def branch(
         env.close()
     transitions = journal_prefix(source.journal, at_steps, obs_dim, act_dim)
     if reseed is not None:
+        torch_state = torch.Generator().manual_seed(reseed).get_state()
         checkpoint["numpy_rng"] = np.random.default_rng(reseed).bit_generator.state
-        checkpoint["torch_rng"] = torch.Generator().manual_seed(reseed).get_state()
+        checkpoint["torch_rng"] = torch_state
+        checkpoint["planner"] = {**checkpoint["planner"], "generator": torch_state}
     with RunDir.create(run_dir) as run:  # config.json last: a failure before leaves no run
         run.journal.write_bytes(transitions)
         run.copy_metrics_from(source, up_to_iteration=checkpoint["iteration"] - 1)

@@ -402,6 +402,7 @@ def _run(
 
     for iteration in range(first_iteration, num_iterations + 1):
         fit_started = time.perf_counter()
+        value_seconds = policy_seconds = 0.0  # their shares of fit_seconds
         if not trained:
             if config.dynamics.from_scratch:
                 model.load_state_dict(build_model(config, obs_dim, act_dim).to(device).state_dict())
@@ -416,12 +417,16 @@ def _run(
                 config.dynamics.max_updates,
                 progress=config.progress,
             )
+            value_started = time.perf_counter()
             if value_trainer is not None:
                 value_loss = value_trainer.fit(buffer, rng, v.updates, v.batch_size)
             if isinstance(critic, LQRValue):
                 critic.fit(model)
+            policy_started = time.perf_counter()
+            value_seconds = policy_started - value_started
             if policy_trainer is not None:
                 policy_fit = policy_trainer.fit(buffer, rng, pi.updates, pi.batch_size)
+            policy_seconds = time.perf_counter() - policy_started
             save(iteration, model_trained=True)
         fit_seconds = time.perf_counter() - fit_started
         trained = False
@@ -460,6 +465,8 @@ def _run(
             "policy_check_return": policy_fit.check_return,
             "plan_ms_per_step": plan_ms,
             "model_fit_s": fit_seconds,
+            "value_fit_s": value_seconds if critic is not None else math.nan,
+            "policy_fit_s": policy_seconds if policy_trainer is not None else math.nan,
             "eval_s": eval_seconds,
             "wall_s": wall_offset + time.perf_counter() - started,
         }

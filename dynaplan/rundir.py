@@ -44,6 +44,8 @@ METRIC_COLUMNS = (
     "policy_eval_return",
     "plan_ms_per_step",
     "model_fit_s",
+    "value_fit_s",
+    "policy_fit_s",
     "eval_s",
     "wall_s",
 )

@@ -50,6 +50,7 @@ def test_run_folder_layout(tmp_path):
     assert set(METRIC_COLUMNS) <= set(rows[0])
     assert all(np.isfinite(r["plan_ms_per_step"]) and r["plan_ms_per_step"] > 0 for r in rows)
     assert all(r["model_fit_s"] > 0 and r["eval_s"] > 0 for r in rows)
+    assert all(np.isnan(r["value_fit_s"]) and np.isnan(r["policy_fit_s"]) for r in rows)
     buffer = ReplayBuffer.from_journal(run.journal, 2, 2)
     assert len(buffer) == 400
     assert buffer.truncated[199]  # the random-data episode ends where MPC takes over

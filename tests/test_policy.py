@@ -133,6 +133,8 @@ def test_the_loop_trains_a_prior_that_acts_alone_and_evaluate_no_plan(tmp_path, 
     assert np.isfinite(rows[-1]["policy_return"])
     assert {row["policy_kept_previous"] for row in rows} <= {0.0, 1.0}
     assert all(np.isfinite(row["policy_check_return"]) for row in rows)
+    for row in rows:  # the prior's share of the iteration's training; no value here
+        assert 0 < row["policy_fit_s"] < row["model_fit_s"] and np.isnan(row["value_fit_s"])
     assert rows[-1]["policy_eval_return"] > -15.0, rows[-1]  # random actions score about -35
     assert rows[-1]["eval_return_mean"] > -8.0
     agent, _ = load_mpc_agent(run, device="cpu")

@@ -147,3 +147,6 @@ def test_a_run_with_td_lambda_and_model_expansion_trains_its_critics(tmp_path):
         config.policy.enabled, config.policy.updates = True, 20
         rows = train(config, tmp_path / name).metrics
         assert np.isfinite(rows[-1]["value_loss"]), name
+        row = rows[-1]  # the value's and the prior's shares of the iteration's training
+        assert row["value_fit_s"] > 0 and row["policy_fit_s"] > 0, name
+        assert row["value_fit_s"] + row["policy_fit_s"] < row["model_fit_s"], name

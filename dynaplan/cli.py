@@ -230,7 +230,7 @@ def _train(args: list[str]) -> None:
         changes = _flag_changes(args, command.config, skip=own_flags)
         out = command.out or _default_out(f"{command.branch_from.name}-branch")
         result = loop.branch(
-            command.branch_from, command.branch_at, out, changes, command.branch_reseed
+            command.branch_from, command.branch_at, out, changes, reseed=command.branch_reseed
         )
     else:
         config = command.config

@@ -149,6 +149,7 @@ def branch(
     at_steps: int,
     run_dir: str | Path,
     changes: dict[str, Any] | None = None,
+    *,
     reseed: int | None = None,
     on_metrics: MetricsHook | None = None,
 ) -> RunResult:
@@ -161,14 +162,16 @@ def branch(
     just before a collapse (which then holds refits to the best prior from the branch point
     on). Like a resumed run, a branch starts a fresh episode where its source was mid-episode
     (the simulator's state is not saved), so it does not replay the source's continuation: a
-    branch with no changes is the control. On one machine branches are deterministic, so a
-    second control from the same snapshot repeats the first; ``reseed`` replaces the
-    snapshot's random states (env resets, minibatches, noise, the planner's samples on a CPU)
-    by ones from this seed, keeping the evaluation episodes, so branches with different
-    ``reseed`` are replicates. ``branch.json`` in the new folder names the source, the step,
+    branch with no changes is the control. On a CPU branches are deterministic, so a second
+    control from the same snapshot repeats the first; ``reseed`` replaces the snapshot's
+    random states (env resets, minibatches, noise, the planner's samples) by ones from this
+    seed, keeping the evaluation episodes, so branches with different ``reseed`` are
+    replicates. ``branch.json`` in the new folder names the source, the step,
     the changes and the reseed.
     """
     changes = changes or {}
+    if reseed is not None and reseed < 0:
+        raise ConfigError(f"reseed must be a non-negative integer, got {reseed}")
     fixed = sorted(set(changes) & set(BRANCH_FIXED))
     if fixed:
         raise ConfigError(
@@ -197,11 +200,8 @@ def branch(
     finally:
         env.close()
     transitions = journal_prefix(source.journal, at_steps, obs_dim, act_dim)
-    if reseed is not None:
-        torch_state = torch.Generator().manual_seed(reseed).get_state()
-        checkpoint["numpy_rng"] = np.random.default_rng(reseed).bit_generator.state
-        checkpoint["torch_rng"] = torch_state
-        checkpoint["planner"] = {**checkpoint["planner"], "generator": torch_state}
+    if reseed is not None:  # before the folder's first checkpoint: a resume keeps them
+        checkpoint = reseeded(checkpoint, reseed, resolve_device(config.device))
     with RunDir.create(run_dir) as run:  # config.json last: a failure before leaves no run
         run.journal.write_bytes(transitions)
         run.copy_metrics_from(source, up_to_iteration=checkpoint["iteration"] - 1)
@@ -215,6 +215,19 @@ def branch(
         (run.path / "branch.json").write_text(json.dumps(provenance, indent=2) + "\n")
         config.save(run.config)
         return _run(config, run, checkpoint=checkpoint, on_metrics=on_metrics)
+
+
+def reseeded(checkpoint: dict[str, Any], seed: int, device: torch.device) -> dict[str, Any]:
+    """``checkpoint`` with its numpy, torch and planner random states drawn from ``seed``
+    (three independent streams; the planner's on ``device``, where it will run)."""
+    numpy_seed, torch_seed, planner_seed = np.random.SeedSequence(seed).generate_state(3)
+    planner = torch.Generator(device=device).manual_seed(int(planner_seed))
+    return {
+        **checkpoint,
+        "numpy_rng": np.random.default_rng(numpy_seed).bit_generator.state,
+        "torch_rng": torch.Generator().manual_seed(int(torch_seed)).get_state(),
+        "planner": {**checkpoint["planner"], "generator": planner.get_state()},
+    }
 
 
 class Collector:
@@ -402,7 +415,7 @@ def _run(
 
     for iteration in range(first_iteration, num_iterations + 1):
         fit_started = time.perf_counter()
-        value_seconds = policy_seconds = 0.0  # their shares of fit_seconds
+        value_seconds = policy_seconds = math.nan  # their shares of fit_seconds, if trained
         if not trained:
             if config.dynamics.from_scratch:
                 model.load_state_dict(build_model(config, obs_dim, act_dim).to(device).state_dict())

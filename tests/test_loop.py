@@ -369,6 +369,25 @@ def test_branches_repeat_each_other_unless_reseeded(tmp_path):
     assert json.loads((tmp_path / "replicate" / "branch.json").read_text())["reseed"] == 7
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_reseeding_replaces_every_random_stream_a_branch_uses(device, tmp_path):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    config = toy_config(total_steps=300, snapshots=True, device=device)
+    source = loop.train(config, tmp_path / "source").run_dir
+    snapshot = RunDir(source).load_checkpoint(at_steps=300)
+    again = loop.reseeded(snapshot, 7, torch.device(device))
+    assert again["numpy_rng"] != snapshot["numpy_rng"]
+    assert not torch.equal(again["torch_rng"], snapshot["torch_rng"])
+    planner = load_mpc_agent(source, device)[0].planner
+    planner.load_state_dict(again["planner"])  # a state of the planner's own device: restored
+    assert torch.equal(planner.generator.get_state(), again["planner"]["generator"])
+    assert not torch.equal(again["planner"]["generator"], snapshot["planner"]["generator"])
+    same = loop.reseeded(snapshot, 7, torch.device(device))
+    assert same["numpy_rng"] == again["numpy_rng"]
+    assert torch.equal(same["torch_rng"], again["torch_rng"])
+
+
 def test_a_branch_refuses_what_its_data_and_parts_cannot_keep(tmp_path):
     config = toy_config(total_steps=400, eval_every=1, snapshots=True)
     source = loop.train(config, tmp_path / "source").run_dir
@@ -378,9 +397,11 @@ def test_a_branch_refuses_what_its_data_and_parts_cannot_keep(tmp_path):
         loop.branch(source, 300, tmp_path / "b", {"dynamics.hidden_size": 16})
     with pytest.raises(ConfigError, match="must be above the branch point"):
         loop.branch(source, 400, tmp_path / "c")
+    with pytest.raises(ConfigError, match="reseed must be a non-negative integer"):
+        loop.branch(source, 300, tmp_path / "e", reseed=-1)
     with pytest.raises(CheckpointError, match="no snapshot at 350 env steps"):
         loop.branch(source, 350, tmp_path / "d")
-    assert not any((tmp_path / name).exists() for name in "abcd")  # no half-made folder
+    assert not any((tmp_path / name).exists() for name in "abcde")  # no half-made folder
 
 
 def test_a_branch_copies_only_complete_metrics_rows_up_to_its_point(tmp_path):

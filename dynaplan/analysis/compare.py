@@ -263,8 +263,11 @@ def load_runs(patterns: Sequence[str]) -> tuple[list[Run], list[str]]:
             skipped.append(f"{path}: no evaluations yet")
             continue
         label, env, seed = run_label(config), str(config.get("env", "?")), config.get("seed", -1)
-        if (branch := path / "branch.json").is_file():
-            label += branch_label(json.loads(branch.read_text()))
+        if (branch_file := path / "branch.json").is_file():
+            branch = json.loads(branch_file.read_text())
+            label += branch_label(branch)
+            if branch.get("reseed") is not None:  # a replicate of the other branches
+                seed = branch["reseed"]
         steps = np.array([r["env_steps"] for r in rows])
         returns = np.array([r["eval_return_mean"] for r in rows])
         total, stop = config.get("total_steps"), config.get("stop_at_return")

@@ -128,12 +128,21 @@ def test_a_branch_forms_a_group_apart_from_its_source(tmp_path):
         write_run(tmp_path / name, MBRL, seed=1, steps=[100, 200], returns=[1.0, 2.0])
         branch = {"at_steps": 150_000, "changes": changes}
         (tmp_path / name / "branch.json").write_text(json.dumps(branch))
+    write_run(tmp_path / "replicate", MBRL, seed=1, steps=[100, 200], returns=[1.0, 2.0])
+    replicate = {"at_steps": 150_000, "changes": {}, "reseed": 7}
+    (tmp_path / "replicate" / "branch.json").write_text(json.dumps(replicate))
     runs, _ = load_runs([str(tmp_path / "*")])
-    assert set(group_runs(runs)) == {
+    groups = group_runs(runs)
+    assert set(groups) == {
         "mbrl grad mlp H10",
         "mbrl grad mlp H10, branched at 150,000 (no change)",
         "mbrl grad mlp H10, branched at 150,000 (search.lr=0.05, policy.check_against_best=true)",
     }
+    # a reseeded control is a replicate of the control, its reseed its seed
+    assert [run.seed for run in groups["mbrl grad mlp H10, branched at 150,000 (no change)"]] == [
+        1,
+        7,
+    ]
 
 
 def test_band_is_on_the_common_grid_and_contains_the_mean():

@@ -130,6 +130,23 @@ class PlannerConfig:
         ),
     }
 
+    def validate(self) -> None:
+        """Raise ConfigError on a knob no planner can use (before any env step is taken)."""
+        counts = ("particles", "replan_every", "num_candidates", "iterations", "num_samples")
+        counts += ("population", "num_elites", "grad_steps")
+        scales = ("lr", "init_std", "noise_std", "temperature")
+        for name in counts + scales:
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"search.{name} must be positive, got {value}")
+        if self.alpha is not None and not 0 <= self.alpha < 1:
+            raise ConfigError(f"search.alpha must be in [0, 1), got {self.alpha}")
+        if None not in (self.num_elites, self.population) and self.num_elites > self.population:
+            raise ConfigError(
+                f"search.num_elites ({self.num_elites}) cannot exceed search.population "
+                f"({self.population})"
+            )
+
     def options(self, planner: str) -> dict[str, Any]:
         """The keyword options that apply to ``planner`` and are set."""
         names = self._OPTIONS[planner]
@@ -288,8 +305,25 @@ class TrainConfig:
                 f"random_steps ({self.random_steps}) must be in [0, total_steps "
                 f"({self.total_steps}))"
             )
-        if self.search.particles <= 0 or self.search.replan_every <= 0:
-            raise ConfigError("particles and replan_every must be positive")
+        d = self.dynamics
+        counts = (d.ensemble_size, d.hidden_size, d.num_layers, d.batch_size, d.max_epochs)
+        if min(counts) <= 0 or d.patience < 0 or (d.max_updates is not None and d.max_updates <= 0):
+            raise ConfigError(
+                "dynamics.ensemble_size, hidden_size, num_layers, batch_size, max_epochs and "
+                "max_updates must be positive and patience >= 0"
+            )
+        _check_ranges(
+            "dynamics",
+            ("lr", d.lr, d.lr > 0, "> 0"),
+            ("weight_decay", d.weight_decay, d.weight_decay >= 0, ">= 0"),
+            ("val_fraction", d.val_fraction, 0 <= d.val_fraction < 1, "in [0, 1)"),
+        )
+        if self.exploration_noise < 0 or self.threads < 0:
+            raise ConfigError(
+                f"exploration_noise and threads cannot be negative, got {self.exploration_noise} "
+                f"and {self.threads} (threads 0 keeps torch's default)"
+            )
+        self.search.validate()
         if not 0 < self.search.gamma <= 1:
             raise ConfigError(f"gamma must be in (0, 1], got {self.search.gamma}")
         if self.search.replan_every > self.horizon:
@@ -315,7 +349,7 @@ class TrainConfig:
         ):
             raise ConfigError(
                 "search.disagreement_penalty needs an ensemble (--model ensemble or pets) "
-                "and --search.propagation EXPECTATION"
+                "and --search.propagation expectation"
             )
         v = self.value
         if min(v.ensemble_size, v.hidden_size, v.num_layers, v.batch_size, v.updates) <= 0:
@@ -332,11 +366,13 @@ class TrainConfig:
                 "value.expansion and value.td_steps shape a learned critic's TD targets; "
                 "value.kind lqr learns nothing: drop them or use value.kind critic"
             )
-        if not (0 < v.gamma < 1 and 0 < v.tau <= 1 and v.lr > 0 and v.pessimism >= 0):
-            raise ConfigError(
-                "need value.gamma in (0, 1), value.tau in (0, 1], value.lr > 0, "
-                "value.pessimism >= 0"
-            )
+        _check_ranges(
+            "value",
+            ("gamma", v.gamma, 0 < v.gamma < 1, "in (0, 1)"),
+            ("tau", v.tau, 0 < v.tau <= 1, "in (0, 1]"),
+            ("lr", v.lr, v.lr > 0, "> 0"),
+            ("pessimism", v.pessimism, v.pessimism >= 0, ">= 0"),
+        )
         pi = self.policy
         if min(pi.hidden_size, pi.num_layers, pi.batch_size, pi.updates, pi.horizon or 1) <= 0:
             raise ConfigError("policy sizes, horizon, batch_size and updates must be positive")
@@ -364,11 +400,13 @@ class TrainConfig:
                     f"{part}.termination_gradient weighs a termination by the value it loses: "
                     "it needs a terminal value (add --value.enabled)"
                 )
-        if not (0 < pi.gamma <= 1 and pi.lr > 0 and 0 <= pi.share <= 1 and pi.noise >= 0):
-            raise ConfigError(
-                "need policy.gamma in (0, 1], policy.lr > 0, policy.share in [0, 1], "
-                "policy.noise >= 0"
-            )
+        _check_ranges(
+            "policy",
+            ("gamma", pi.gamma, 0 < pi.gamma <= 1, "in (0, 1]"),
+            ("lr", pi.lr, pi.lr > 0, "> 0"),
+            ("share", pi.share, 0 <= pi.share <= 1, "in [0, 1]"),
+            ("noise", pi.noise, pi.noise >= 0, ">= 0"),
+        )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -398,20 +436,14 @@ class TrainConfig:
         """Build from a (possibly partial) dict; unknown keys are an error."""
         data = dict(data)
         try:
-            dynamics = ModelConfig(**data.pop("dynamics", {}))
-            search = dict(data.pop("search", {}))
-            for name, kind in (("propagation", Propagation), ("precision", Precision)):
-                if name in search:
-                    search[name] = kind(search[name])
-            value = ValueConfig(**data.pop("value", {}))
-            policy = PolicyConfig(**data.pop("policy", {}))
-            return cls(
-                **data,
-                dynamics=dynamics,
-                search=PlannerConfig(**search),
-                value=value,
-                policy=policy,
-            )
+            sections = {}
+            for name, section in SECTIONS.items():
+                fields = dict(data.pop(name, {}))
+                for field_name, kind in _ENUM_FIELDS.get(name, {}).items():
+                    if field_name in fields:  # JSON holds the value; the dataclass the member
+                        fields[field_name] = kind(fields[field_name])
+                sections[name] = section(**fields)
+            return cls(**data, **sections)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"bad configuration: {exc}") from exc
 
@@ -425,6 +457,19 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+_ENUM_FIELDS: dict[str, dict[str, type[Enum]]] = {
+    "search": {"propagation": Propagation, "precision": Precision},
+    "value": {"kind": ValueKind},
+}
+
+
+def _check_ranges(section: str, *checks: tuple[str, float, bool, str]) -> None:
+    """Raise ConfigError naming the first ``(field, value, ok, allowed)`` that is not ok."""
+    for name, value, ok, allowed in checks:
+        if not ok:
+            raise ConfigError(f"{section}.{name} must be {allowed}, got {value}")
 
 
 SECTIONS: dict[str, type] = {  # nested sections, addressed by dotted paths (search.lr)

@@ -82,10 +82,12 @@ def train(
 
 
 def _check_runnable(config: TrainConfig) -> None:
-    """Fail on a missing device, env, task or package before the run folder is made."""
+    """Fail on a missing device, env, task or package, or a part that cannot be built from the
+    config, before the run folder is made."""
     resolve_device(config.device)
     env = make_env(config.env, **config.env_kwargs)
     try:
+        build_policy_trainer(config, build_mpc_agent(config, env, torch.device("cpu")))
         task = tasks.get(config.env, env)
         task.with_safety_margin(config.search.safety_margin)
         task.with_safety_margin(config.policy.safety_margin)

@@ -12,7 +12,7 @@ import torch
 from dynaplan import loop, tasks
 from dynaplan.agents.factory import load_mpc_agent
 from dynaplan.buffer import ReplayBuffer
-from dynaplan.config import PlannerConfig, ValueConfig
+from dynaplan.config import ModelConfig, PlannerConfig, ValueConfig
 from dynaplan.envs import make_env
 from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.rundir import METRIC_COLUMNS, RunDir, last_evaluation, read_metrics
@@ -152,7 +152,7 @@ def test_resume_rejects_missing_and_corrupt_folders(tmp_path):
     with pytest.raises(CheckpointError, match="no run folder"):
         loop.resume(tmp_path / "nothing")
     (tmp_path / "half").mkdir()
-    with pytest.raises(CheckpointError, match="not a resumable run folder"):
+    with pytest.raises(CheckpointError, match=r"no config\.json: it is not a run folder"):
         loop.resume(tmp_path / "half")
     run = tmp_path / "corrupt"
     loop.train(toy_config(total_steps=250, steps_per_iteration=50), run)
@@ -171,9 +171,20 @@ def test_resume_rejects_missing_and_corrupt_folders(tmp_path):
         (dict(eval_every=0), "eval_every must be positive"),
         (dict(random_steps=500), "random_steps"),
         (dict(search=PlannerConfig(replan_every=4)), r"lower it with --search\.replan-every"),
+        (dict(search=PlannerConfig(lr=-0.1)), r"search\.lr must be positive, got -0\.1"),
+        (dict(search=PlannerConfig(num_candidates=0)), r"search\.num_candidates must be pos"),
+        ({"planner": "cem", "search": PlannerConfig(alpha=1.0)}, r"search\.alpha must be in"),
+        ({"search": PlannerConfig(population=10, num_elites=20)}, "cannot exceed"),
+        (dict(dynamics=ModelConfig(ensemble_size=0)), r"dynamics\.ensemble_size"),
+        (dict(dynamics=ModelConfig(lr=-1.0)), r"dynamics\.lr must be > 0, got -1\.0"),
+        (dict(dynamics=ModelConfig(activation="gelu")), "unknown activation"),
+        (dict(exploration_noise=-1.0), "exploration_noise and threads cannot be negative"),
+        (dict(threads=-1), "exploration_noise and threads cannot be negative"),
+        (dict(value=ValueConfig(gamma=1.5)), r"value\.gamma must be in \(0, 1\), got 1\.5"),
     ],
 )
 def test_bad_configs_are_refused(overrides, message, tmp_path):
+    """Before any step and before the run folder exists, so the same --out works once fixed."""
     with pytest.raises(ConfigError, match=message):
         loop.train(toy_config(**overrides), tmp_path / "run")
     assert not (tmp_path / "run").exists()

@@ -212,7 +212,13 @@ def _train(args: list[str]) -> None:
 
     preset = _value_of("--preset", args)
     default = TrainCommand(load_preset(preset) if preset else TrainConfig())
-    command = tyro.cli(TrainCommand, args=args, default=default, prog="dynaplan train")
+    command = tyro.cli(
+        TrainCommand,
+        args=args,
+        default=default,
+        prog="dynaplan train",
+        config=(tyro.conf.EnumChoicesFromValues,),  # --search.propagation tsinf, as in config.json
+    )
     if (command.branch_from is None) != (command.branch_at is None):
         raise ConfigError("--branch-from and --branch-at go together: a run and a step of it")
     if command.branch_reseed is not None and command.branch_from is None:
@@ -335,6 +341,11 @@ def _sweep(args: list[str]) -> None:
     from dynaplan.sweep import Sweep, load_sweep, parse_yaml, run_sweep
 
     command = tyro.cli(SweepCommand, args=args, prog="dynaplan sweep")
+    if command.file is None and command.preset is None and not command.grid:
+        raise ConfigError(
+            "nothing to sweep: give a sweep file, --grid FIELD=V1,V2,... or --preset NAME "
+            "(with --seeds N for several seeds of one config)"
+        )
     data = load_sweep(command.file) if command.file is not None else {}
     if command.preset is not None:
         data["base"] = command.preset
@@ -517,6 +528,11 @@ def _resume_changes(args: list[str], config: Any, allowed: tuple[str, ...]) -> d
     anything outside ``allowed`` is an error rather than silently ignored."""
     given = _flag_fields(args, config, skip=("resume",))
     refused = [name for name in given if name not in allowed]
+    if "out" in refused:
+        raise ConfigError(
+            "--resume continues a run in its own folder: drop --out (to go on from a run's "
+            "snapshot with other settings in a new folder, use --branch-from)"
+        )
     if refused:
         flags = ", ".join("--" + name.replace("_", "-") for name in refused)
         can = ", ".join("--" + name.replace("_", "-") for name in allowed) or "no flag"

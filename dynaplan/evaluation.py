@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from dynaplan.errors import ConfigError
 from dynaplan.types import Agent
 
 EVAL_SEED_OFFSET = 1_000_000
@@ -39,6 +40,8 @@ class EvalResult:
 
 def evaluate(agent: Agent, env: gym.Env, episodes: int, seed: int) -> EvalResult:
     """Run ``episodes`` episodes with seeds ``seed, seed + 1, ...``; no exploration noise."""
+    if episodes <= 0:
+        raise ConfigError(f"evaluation needs at least one episode, got {episodes}")
     returns, lengths = [], []
     low, high = env.action_space.low, env.action_space.high
     for k in range(episodes):

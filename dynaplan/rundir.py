@@ -93,6 +93,8 @@ class RunDir:
     def create(cls, path: str | Path) -> RunDir:
         """A new run folder; refuses one that already holds a run."""
         run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise CheckpointError(f"{run.path} is a file, not a folder; choose another --out")
         if run.config.exists():
             raise CheckpointError(
                 f"{run.path} already holds a run; continue it with --resume {run.path} "
@@ -107,12 +109,14 @@ class RunDir:
         run = cls(path)
         if not run.path.is_dir():
             raise CheckpointError(f"no run folder at {run.path}; check the path")
-        for needed in (run.config, run.checkpoint):
-            if not needed.is_file():
-                raise CheckpointError(
-                    f"{run.path} has no {needed.name}; it is not a resumable run folder "
-                    "(start a new run with --out instead)"
-                )
+        if not run.config.is_file():
+            raise CheckpointError(f"{run.path} has no config.json: it is not a run folder")
+        if not run.checkpoint.is_file():
+            raise CheckpointError(
+                f"{run.path} has no checkpoint.pt: its run stopped before its first model was "
+                "trained, so there is nothing to resume or evaluate yet; delete the folder to "
+                "start that run again"
+            )
         return run
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:

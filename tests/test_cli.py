@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from dynaplan.errors import ConfigError
 from tests.conftest import toy_config
 
 TOY = ["--env", "dynaplan/PointMass-v0", "--no-progress", "--threads", "1"]
+TSINF_ENSEMBLE = ["--model", "ensemble", "--search.propagation", "tsinf"]
 
 
 def one_line_error(capsys) -> str:
@@ -30,6 +32,14 @@ def one_line_error(capsys) -> str:
         (["train", "--preset", "nope"], "unknown preset"),
         (["train", "--resume", "/nonexistent/run"], "no run folder"),
         (["evaluate", "/nonexistent/run"], "no run folder"),
+        (["train", *TOY, "--search.lr", "-0.1"], "search.lr must be positive"),
+        (["train", *TOY, "--value.gamma", "1.5"], "value.gamma must be in (0, 1), got 1.5"),
+        (["sweep"], "nothing to sweep"),
+        # lowercase enum values, as config.json and the help text write them
+        (
+            ["train", *TOY, *TSINF_ENSEMBLE, "--search.disagreement-penalty", "1"],
+            "--search.propagation expectation",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, message, capsys, tmp_path):
@@ -80,6 +90,34 @@ def test_train_then_evaluate_then_refuse_overwrite(tmp_path, capsys):
     assert torch.get_num_threads() == 1  # the run's threads, not the machine's default
     assert main(args) == 2
     assert "already holds a run" in one_line_error(capsys)
+    assert main(["evaluate", str(run), "--episodes", "0"]) == 2
+    assert "at least one episode" in one_line_error(capsys)
+
+
+def test_an_out_that_is_a_file_or_a_run_that_never_trained_says_what_to_do(tmp_path, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    assert main(["train", *TOY, "--out", str(file)]) == 2
+    assert "is a file, not a folder" in one_line_error(capsys)
+    assert file.read_text() == "mine"
+    started = tmp_path / "started"  # killed before its first model was trained
+    started.mkdir()
+    (started / "config.json").write_text(json.dumps(toy_config().to_dict()))
+    for command in (["train", "--resume", str(started)], ["evaluate", str(started)]):
+        assert main(command) == 2
+        assert "delete the folder to start that run again" in one_line_error(capsys)
+
+
+def test_presets_parse_without_warnings():
+    """A preset's enum fields (the pendulum's value.kind) load as members, which the parser
+    takes as defaults without tyro's type warning."""
+    from dynaplan.config import load_preset
+    from dynaplan.types import ValueKind
+
+    assert load_preset("pendulum").value.kind is ValueKind.LQR
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["train", "--preset", "pendulum", "--horizon", "0"]) == 2
 
 
 def test_a_branch_takes_the_flags_given_as_its_changes(tmp_path, capsys):
@@ -118,7 +156,7 @@ def test_a_resumed_run_extends_and_refuses_other_changes(tmp_path, capsys):
     saved = (run / "config.json").read_text()
     refusals = [
         (["--search.lr", "0.5"], "--search.lr cannot change when a run resumes"),
-        (["--out", str(tmp_path / "other")], "--out cannot change"),
+        (["--out", str(tmp_path / "other")], "drop --out"),
         (["--total-steps", "250"], "total_steps can only extend a run"),
     ]
     if not torch.cuda.is_available():

@@ -161,7 +161,7 @@ def test_existing_runs_are_not_overwritten_and_bad_folders_not_resumed(tmp_path)
     with pytest.raises(CheckpointError, match="no run folder"):
         resume_baseline(tmp_path / "nothing")
     (tmp_path / "half").mkdir()
-    with pytest.raises(CheckpointError, match="not a resumable run folder"):
+    with pytest.raises(CheckpointError, match=r"no config\.json: it is not a run folder"):
         resume_baseline(tmp_path / "half")
     mbrl = tmp_path / "mbrl"
     mbrl.mkdir()

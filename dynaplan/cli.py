@@ -110,7 +110,7 @@ class CompareCommand:
 class ExperimentCommand:
     """Run one of the paper's comparisons (seeds x variants in parallel), then compare them."""
 
-    name: tyro.conf.Positional[str]
+    name: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="NAME")]
     """pendulum, hopper, ant (learning curves), planners, model-error (one trained Hopper
     model), warmstart (PPO from MPC clones), beyond or beyond-ant (issue 7: MPC + value +
     policy prior, MBPO, SAC)."""
@@ -146,12 +146,13 @@ class SweepCommand:
 class EvaluateCommand:
     """Evaluate the agent of a saved run (MPC or baseline) on fresh episodes."""
 
-    run_dir: tyro.conf.Positional[Path]
+    run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
+    """Folder of a train, baseline or mbpo run."""
     episodes: int = 5
     """Episodes to run."""
     seed: int = 12345
     """Seed of the first episode."""
-    no_plan: bool = False
+    no_plan: tyro.conf.FlagCreatePairsOff[bool] = False
     """Act with the run's policy prior alone, without planning (runs with policy.enabled)."""
     change: tuple[str, ...] = ()
     """FIELD=VALUE planning changes for an MPC run, e.g. --change horizon=5

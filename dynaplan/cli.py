@@ -342,10 +342,10 @@ def _sweep(args: list[str]) -> None:
     from dynaplan.sweep import Sweep, load_sweep, parse_yaml, run_sweep
 
     command = tyro.cli(SweepCommand, args=args, prog="dynaplan sweep")
-    if command.file is None and command.preset is None and not command.grid:
+    if command.file is None and command.preset is None and not command.grid and not command.seeds:
         raise ConfigError(
-            "nothing to sweep: give a sweep file, --grid FIELD=V1,V2,... or --preset NAME "
-            "(with --seeds N for several seeds of one config)"
+            "nothing to sweep: give a sweep file, --grid FIELD=V1,V2,..., --preset NAME or "
+            "--seeds N (several seeds of one config)"
         )
     data = load_sweep(command.file) if command.file is not None else {}
     if command.preset is not None:
@@ -529,7 +529,7 @@ def _resume_changes(args: list[str], config: Any, allowed: tuple[str, ...]) -> d
     anything outside ``allowed`` is an error rather than silently ignored."""
     given = _flag_fields(args, config, skip=("resume",))
     refused = [name for name in given if name not in allowed]
-    if "out" in refused:
+    if refused == ["out"]:
         raise ConfigError(
             "--resume continues a run in its own folder: drop --out (to go on from a run's "
             "snapshot with other settings in a new folder, use --branch-from)"

@@ -54,6 +54,21 @@ class ModelConfig:
     from_scratch: bool = False
     """Re-initialise the model before every training round instead of continuing."""
 
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad size or rate (before a run folder is made)."""
+        sizes = ("ensemble_size", "hidden_size", "num_layers", "batch_size", "max_epochs")
+        for name in (*sizes, "max_updates"):  # max_updates None: no cap
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"dynamics.{name} must be positive, got {value}")
+        _check_ranges(
+            "dynamics",
+            ("patience", self.patience, self.patience >= 0, ">= 0"),
+            ("lr", self.lr, self.lr > 0, "> 0"),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+            ("val_fraction", self.val_fraction, 0 <= self.val_fraction <= 1, "in [0, 1]"),
+        )
+
 
 @dataclass
 class PlannerConfig:
@@ -132,20 +147,18 @@ class PlannerConfig:
 
     def validate(self) -> None:
         """Raise ConfigError on a knob no planner can use (before any env step is taken)."""
-        counts = ("particles", "replan_every", "num_candidates", "iterations", "num_samples")
-        counts += ("population", "num_elites", "grad_steps")
-        scales = ("lr", "init_std", "noise_std", "temperature")
-        for name in counts + scales:
+        positive = ("particles", "replan_every", "num_candidates", "num_samples", "population")
+        positive += ("num_elites", "lr", "init_std", "noise_std", "temperature")
+        for name in positive:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"search.{name} must be positive, got {value}")
+        for name in ("iterations", "grad_steps"):  # 0: the best warm start, or CEM without Adam
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"search.{name} cannot be negative, got {value}")
         if self.alpha is not None and not 0 <= self.alpha < 1:
             raise ConfigError(f"search.alpha must be in [0, 1), got {self.alpha}")
-        if None not in (self.num_elites, self.population) and self.num_elites > self.population:
-            raise ConfigError(
-                f"search.num_elites ({self.num_elites}) cannot exceed search.population "
-                f"({self.population})"
-            )
 
     def options(self, planner: str) -> dict[str, Any]:
         """The keyword options that apply to ``planner`` and are set."""
@@ -305,20 +318,8 @@ class TrainConfig:
                 f"random_steps ({self.random_steps}) must be in [0, total_steps "
                 f"({self.total_steps}))"
             )
-        d = self.dynamics
-        counts = (d.ensemble_size, d.hidden_size, d.num_layers, d.batch_size, d.max_epochs)
-        if min(counts) <= 0 or d.patience < 0 or (d.max_updates is not None and d.max_updates <= 0):
-            raise ConfigError(
-                "dynamics.ensemble_size, hidden_size, num_layers, batch_size, max_epochs and "
-                "max_updates must be positive and patience >= 0"
-            )
-        _check_ranges(
-            "dynamics",
-            ("lr", d.lr, d.lr > 0, "> 0"),
-            ("weight_decay", d.weight_decay, d.weight_decay >= 0, ">= 0"),
-            ("val_fraction", d.val_fraction, 0 <= d.val_fraction < 1, "in [0, 1)"),
-        )
-        if self.exploration_noise < 0 or self.threads < 0:
+        self.dynamics.validate()
+        if not self.exploration_noise >= 0 or self.threads < 0:
             raise ConfigError(
                 f"exploration_noise and threads cannot be negative, got {self.exploration_noise} "
                 f"and {self.threads} (threads 0 keeps torch's default)"

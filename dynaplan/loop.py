@@ -81,25 +81,24 @@ def train(
         return _run(config, run, checkpoint=None, on_metrics=on_metrics)
 
 
-def _check_runnable(config: TrainConfig) -> None:
+def _check_runnable(config: TrainConfig) -> MPCAgent:
     """Fail on a missing device, env, task or package, or a part that cannot be built from the
-    config, before the run folder is made."""
+    config, before the run folder is made; returns the agent built to check it, on the CPU."""
     resolve_device(config.device)
     env = make_env(config.env, **config.env_kwargs)
     try:
-        build_policy_trainer(config, build_mpc_agent(config, env, torch.device("cpu")))
-        task = tasks.get(config.env, env)
-        task.with_safety_margin(config.search.safety_margin)
-        task.with_safety_margin(config.policy.safety_margin)
-        task.with_min_upright(config.search.min_upright)
-        task.with_min_upright(config.policy.min_upright)
-        task.with_min_upright(config.reset_below_upright)
-        task.with_termination_gradient(config.search.termination_gradient)
-        task.with_termination_gradient(config.policy.termination_gradient)
+        agent = build_mpc_agent(config, env, torch.device("cpu"))  # the planning task's bounds
+        build_policy_trainer(config, agent)
+        # the policy's bounds even where it is off, and the training episodes' upright bound
+        agent.task.with_safety_margin(config.policy.safety_margin)
+        agent.task.with_min_upright(config.policy.min_upright)
+        agent.task.with_min_upright(config.reset_below_upright)
+        agent.task.with_termination_gradient(config.policy.termination_gradient)
     finally:
         env.close()
     if config.tensorboard:
         _summary_writer_class()
+    return agent
 
 
 RESUME_FIELDS = ("total_steps", "device", "threads", "progress", "snapshots")
@@ -188,20 +187,16 @@ def branch(
         raise ConfigError(
             f"total_steps ({config.total_steps}) must be above the branch point ({at_steps})"
         )
-    _check_runnable(config)
-    env = make_env(config.env, **config.env_kwargs)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    agent = _check_runnable(config)
     try:
-        load_learned_parts(build_mpc_agent(config, env, torch.device("cpu")), checkpoint)
+        load_learned_parts(agent, checkpoint)
     except (KeyError, RuntimeError) as exc:
         raise ConfigError(
             f"the changes {sorted(changes)} do not fit the learned parts of {source.path} "
             f"at {at_steps} steps ({type(exc).__name__}: {str(exc).splitlines()[0]}); a "
             "branch keeps them, so it cannot resize or add a model, value or prior"
         ) from None
-    finally:
-        env.close()
-    transitions = journal_prefix(source.journal, at_steps, obs_dim, act_dim)
+    transitions = journal_prefix(source.journal, at_steps, agent.model.obs_dim, agent.model.act_dim)
     if reseed is not None:  # before the folder's first checkpoint: a resume keeps them
         checkpoint = reseeded(checkpoint, reseed, resolve_device(config.device))
     with RunDir.create(run_dir) as run:  # config.json last: a failure before leaves no run

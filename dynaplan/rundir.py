@@ -113,9 +113,9 @@ class RunDir:
             raise CheckpointError(f"{run.path} has no config.json: it is not a run folder")
         if not run.checkpoint.is_file():
             raise CheckpointError(
-                f"{run.path} has no checkpoint.pt: its run stopped before its first model was "
-                "trained, so there is nothing to resume or evaluate yet; delete the folder to "
-                "start that run again"
+                f"{run.path} has no checkpoint.pt: its run has not reached its first "
+                "checkpoint, so there is nothing to resume or evaluate yet; if it is not still "
+                "running, delete the folder to start that run again"
             )
         return run
 

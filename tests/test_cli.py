@@ -36,6 +36,8 @@ def one_line_error(capsys) -> str:
         (["train", *TOY, "--value.gamma", "1.5"], "value.gamma must be in (0, 1), got 1.5"),
         (["sweep"], "nothing to sweep"),
         # lowercase enum values, as config.json and the help text write them
+        (["train", *TOY, "--search.precision", "bf16", "--horizon", "0"], "horizon must be"),
+        (["train", *TOY, "--value.kind", "lqr", "--value.td-steps", "2"], "value.kind lqr"),
         (
             ["train", *TOY, *TSINF_ENSEMBLE, "--search.disagreement-penalty", "1"],
             "--search.propagation expectation",

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -174,12 +175,20 @@ def test_resume_rejects_missing_and_corrupt_folders(tmp_path):
         (dict(search=PlannerConfig(lr=-0.1)), r"search\.lr must be positive, got -0\.1"),
         (dict(search=PlannerConfig(num_candidates=0)), r"search\.num_candidates must be pos"),
         ({"planner": "cem", "search": PlannerConfig(alpha=1.0)}, r"search\.alpha must be in"),
-        ({"search": PlannerConfig(population=10, num_elites=20)}, "cannot exceed"),
-        (dict(dynamics=ModelConfig(ensemble_size=0)), r"dynamics\.ensemble_size"),
+        ({"planner": "cem", "search": PlannerConfig(population=10, num_elites=20)}, "2 <= num"),
+        ({"planner": "cem", "search": PlannerConfig(population=30)}, "50 elites of 30"),
+        ({"planner": "cem-grad", "search": PlannerConfig(num_elites=1)}, "1 elites of 200"),
+        (dict(search=PlannerConfig(iterations=-1)), r"search\.iterations cannot be negative"),
+        (dict(dynamics=ModelConfig(ensemble_size=0)), r"dynamics\.ensemble_size must be pos"),
+        (dict(dynamics=ModelConfig(max_updates=0)), r"dynamics\.max_updates must be pos"),
+        (dict(dynamics=ModelConfig(patience=-1)), r"dynamics\.patience must be >= 0"),
         (dict(dynamics=ModelConfig(lr=-1.0)), r"dynamics\.lr must be > 0, got -1\.0"),
+        (dict(dynamics=ModelConfig(weight_decay=-0.1)), r"dynamics\.weight_decay must be"),
+        (dict(dynamics=ModelConfig(val_fraction=1.5)), r"dynamics\.val_fraction must be in"),
         (dict(dynamics=ModelConfig(activation="gelu")), "unknown activation"),
         (dict(exploration_noise=-1.0), "exploration_noise and threads cannot be negative"),
         (dict(threads=-1), "exploration_noise and threads cannot be negative"),
+        (dict(exploration_noise=float("nan")), "exploration_noise and threads cannot be neg"),
         (dict(value=ValueConfig(gamma=1.5)), r"value\.gamma must be in \(0, 1\), got 1\.5"),
     ],
 )
@@ -188,6 +197,17 @@ def test_bad_configs_are_refused(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
         loop.train(toy_config(**overrides), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "planner,field", [("grad", "iterations"), ("cem", "iterations"), ("mppi", "iterations"),
+                      ("cem-grad", "grad_steps")],
+)  # fmt: skip
+def test_zero_refinement_steps_are_allowed(planner, field, tmp_path):
+    """0 Adam steps or refits is a valid setting: the warm start (or CEM alone) plans."""
+    search = dataclasses.replace(PLANNER_OPTIONS.get(planner, PlannerConfig()), **{field: 0})
+    config = toy_config(planner, total_steps=300, search=search)
+    assert np.isfinite(loop.train(config, tmp_path / "run").metrics[-1]["eval_return_mean"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -144,6 +144,7 @@ class MBPOConfig:
         """Raise ConfigError on the first bad value; returns self."""
         if self.model not in MODEL_KINDS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {MODEL_KINDS}")
+        self.dynamics.validate()
         for name in (
             "total_steps",
             "model_train_every",

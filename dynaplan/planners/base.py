@@ -33,6 +33,15 @@ def sanitize_returns(returns: Tensor) -> Tensor:
     return torch.where(torch.isfinite(returns), returns, torch.full_like(returns, -torch.inf))
 
 
+def check_elites(population: int, num_elites: int) -> None:
+    """Raise ConfigError unless ``2 <= num_elites <= population`` (CEM refits a std on them)."""
+    if not 2 <= num_elites <= population:
+        raise ConfigError(
+            f"CEM needs 2 <= num_elites <= population, got {num_elites} elites of {population} "
+            "(--search.num-elites, --search.population)"
+        )
+
+
 class PlannerBase:
     """Shared state of a planner; subclasses implement :meth:`_optimize`.
 

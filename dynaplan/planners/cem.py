@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dynaplan.planners.base import PlannerBase, sanitize_returns
+from dynaplan.planners.base import PlannerBase, check_elites, sanitize_returns
 from dynaplan.types import Objective
 
 
@@ -31,6 +31,7 @@ class CEMPlanner(PlannerBase):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        check_elites(population, num_elites)
         self.population, self.num_elites = population, num_elites
         self.iterations, self.alpha, self.init_std = iterations, alpha, init_std
 

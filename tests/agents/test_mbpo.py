@@ -215,6 +215,7 @@ def test_config_round_trips_through_json(tmp_path):
         (dict(rollout_batch=101), "multiple of the model's elites"),
         (dict(sac=SACConfig(gamma=1.0)), "sac.gamma"),
         (dict(dynamics=ModelConfig(ensemble_size=3, num_elites=4)), "num_elites"),
+        (dict(dynamics=ModelConfig(lr=-1.0)), r"dynamics\.lr must be > 0"),
         (dict(env="Pendulum-v1"), "dynaplan.tasks.register"),
     ],
 )

@@ -6,6 +6,7 @@ printed as one line, with exit code 2 and no traceback.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tyro
+import tyro._strings
 
 from dynaplan.agents.baselines import BaselineConfig
 from dynaplan.agents.mbpo import MBPOConfig
@@ -24,6 +26,18 @@ from dynaplan.execution import Execution
 from dynaplan.imitation.clone import CloneConfig
 from dynaplan.loop import RunResult
 from dynaplan.rundir import last_evaluation
+
+
+def _reflow_help(text: str) -> str:
+    """A docstring as help text: its wrapped lines joined, blank lines kept as breaks."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+
+
+# tyro 1.0 joins a docstring's wrapped lines only where the next line starts with a letter, and
+# looks before dedenting, so every indented continuation line of a field docstring kept its
+# break in --help; its own helper is replaced (tested in test_cli).
+tyro._strings.remove_single_line_breaks = _reflow_help
 
 
 @dataclass

@@ -5,9 +5,11 @@ import warnings
 
 import pytest
 import torch
+from tyro._docstrings import get_field_docstring
 
 from dynaplan import loop
-from dynaplan.cli import main
+from dynaplan.cli import TrainCommand, main
+from dynaplan.config import TrainConfig
 from dynaplan.errors import ConfigError
 from tests.conftest import toy_config
 
@@ -206,3 +208,11 @@ def test_demo_runs_the_loop_and_reports_the_steps_to_solve(monkeypatch, tmp_path
     out = capsys.readouterr().out
     assert "solved: evaluation return -10 reached after 300 env steps" in out
     assert (tmp_path / "demo" / "learning_curve.png").is_file()
+
+
+def test_help_text_joins_wrapped_docstring_lines():
+    """Every long field docstring wraps over indented lines; --help shows each as one paragraph
+    (tyro kept the breaks, which read as cut-off sentences in a wide terminal)."""
+    resume = get_field_docstring(TrainCommand, "resume", ())
+    assert "\n" not in resume and "only --total-steps (to extend it), --device" in resume
+    assert "\n" not in get_field_docstring(TrainConfig, "snapshots", ())

@@ -20,7 +20,7 @@ import tyro._strings
 from dynaplan.agents.baselines import BaselineConfig
 from dynaplan.agents.mbpo import MBPOConfig
 from dynaplan.analysis.compare import Comparison
-from dynaplan.config import TrainConfig, load_preset
+from dynaplan.config import TrainConfig, load_preset, presets
 from dynaplan.errors import ConfigError, DynaplanError
 from dynaplan.execution import Execution
 from dynaplan.imitation.clone import CloneConfig
@@ -47,8 +47,13 @@ class TrainCommand:
     config: Annotated[TrainConfig, tyro.conf.arg(name="")]
     out: Path | None = None
     """Run folder to create (must not hold a run); default runs/<env>-<planner>-<time>."""
-    preset: str | None = None
-    """Start from a tuned preset (e.g. pendulum, hopper); flags given here override it."""
+    preset: Annotated[
+        str | None,
+        tyro.conf.arg(
+            help=f"Start from a tuned preset ({', '.join(presets())}); flags given here "
+            "override it."
+        ),
+    ] = None
     resume: Path | None = None
     """Continue the run in this folder from its last checkpoint; only --total-steps (to extend
     it), --device, --threads, --progress and --snapshots may be given beside it."""

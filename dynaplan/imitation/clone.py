@@ -47,6 +47,7 @@ class CloneConfig:
     epochs: int = 300
     """Most training epochs per fit (early stopping usually ends sooner)."""
     batch_size: int = 256
+    """(obs, action) pairs per Adam step."""
     lr: float = 1e-3
     """Adam step size."""
     val_fraction: float = 0.1
@@ -62,11 +63,13 @@ class CloneConfig:
     expert_episodes: int = 0
     """Also evaluate the MPC expert on the same episodes (costs planning time)."""
     seed: int = 0
+    """Seeds the policy's initialisation, its minibatches, DAgger's and the evaluation episodes."""
     device: str = "cpu"
     """Where the planner runs when DAgger labels states (the policy trains on the CPU)."""
     threads: int = 1
     """CPU threads for torch (0 keeps torch's default)."""
     progress: bool = True
+    """Show a progress bar."""
 
     def validate(self) -> CloneConfig:
         """Raise ConfigError on the first bad value; returns self."""

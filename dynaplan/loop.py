@@ -412,7 +412,8 @@ def _run(
 
     for iteration in range(first_iteration, num_iterations + 1):
         fit_started = time.perf_counter()
-        value_seconds = policy_seconds = math.nan  # their shares of fit_seconds, if trained
+        # NaN for an iteration whose training was done before a resume: its time is unknown
+        fit_seconds = value_seconds = policy_seconds = math.nan
         if not trained:
             if config.dynamics.from_scratch:
                 model.load_state_dict(build_model(config, obs_dim, act_dim).to(device).state_dict())
@@ -438,7 +439,7 @@ def _run(
                 policy_fit = policy_trainer.fit(buffer, rng, pi.updates, pi.batch_size)
             policy_seconds = time.perf_counter() - policy_started
             save(iteration, model_trained=True)
-        fit_seconds = time.perf_counter() - fit_started
+            fit_seconds = time.perf_counter() - fit_started
         trained = False
         target = min(
             config.random_steps + iteration * config.steps_per_iteration, config.total_steps

@@ -298,6 +298,7 @@ def test_resume_after_sigkill_loses_no_transition(parts, tmp_path):
     child.wait()
     before = ReplayBuffer.from_journal(journal, 2, 2)
     completed_rows = read_metrics(run / "metrics.csv")
+    trained_before_kill = torch.load(run / "checkpoint.pt", weights_only=True)["trained"]
 
     subprocess.run(
         [sys.executable, "-c", RESUME_SCRIPT, str(run), "resume", parts], env=env, check=True
@@ -311,6 +312,10 @@ def test_resume_after_sigkill_loses_no_transition(parts, tmp_path):
     for row, completed in zip(rows, completed_rows, strict=False):  # the file is continued
         assert row == pytest.approx(completed, nan_ok=True)
     assert [int(r["env_steps"]) for r in rows] == [300, 400, 500, 600, 700]
+    resumed = rows[len(completed_rows)]  # its training ran before the kill, or after the resume
+    columns = ["model_fit_s"] + (["value_fit_s", "policy_fit_s"] if parts != "model" else [])
+    for column in columns:
+        assert np.isnan(resumed[column]) == trained_before_kill, (column, resumed[column])
 
 
 def test_tensorboard_without_the_package_says_how_to_install(tmp_path, monkeypatch):

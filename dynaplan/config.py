@@ -435,6 +435,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a (possibly partial) dict; unknown keys are an error."""
+        check_run_kind(data, None)
         data = dict(data)
         try:
             sections = {}
@@ -464,6 +465,18 @@ _ENUM_FIELDS: dict[str, dict[str, type[Enum]]] = {
     "search": {"propagation": Propagation, "precision": Precision},
     "value": {"kind": ValueKind},
 }
+
+
+def check_run_kind(data: dict[str, Any], expected: str | None) -> None:
+    """Raise ConfigError unless the ``config.json`` dict ``data`` is of the run kind ``expected``
+    (its ``kind`` key: "baseline", "mbpo", or none for ``dynaplan train``), naming its command."""
+    found = data.get("kind")
+    if found != expected:
+        command = f"dynaplan {found}" if found else "dynaplan train"
+        raise ConfigError(
+            f"the folder holds a `{command}` run, which this command does not take; it is "
+            f"continued with `{command} --resume` (evaluate and compare take every kind)"
+        )
 
 
 def _check_ranges(section: str, *checks: tuple[str, float, bool, str]) -> None:

@@ -10,6 +10,7 @@ shared filesystem on a cluster).
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -86,9 +87,33 @@ def run_one(config: RunConfig, run_dir: str, on_metrics: MetricsHook | None = No
     if not run.checkpoint.exists():
         run.config.unlink(missing_ok=True)
         start(config, run_dir, on_metrics)
-    elif not _finished(run, config):
+        return run_dir
+    _check_same_settings(run, config)
+    if not _finished(run, config):
         resume_run(run_dir, on_metrics)
     return run_dir
+
+
+RERUN_MAY_CHANGE = ("device", "threads", "progress")
+"""Fields in which a folder's run may differ from the one asked for: where and how visibly it
+runs, not what it does."""
+
+
+def _check_same_settings(run: RunDir, config: RunConfig) -> None:
+    """Refuse a folder whose run was made with other settings than ``config`` (another budget,
+    say): skipping or resuming it would report the old run as the one asked for."""
+    saved = json.loads(run.config.read_text())
+    asked = json.loads(json.dumps(config.to_dict()))  # as config.json holds it
+    changed = sorted(
+        key
+        for key in saved.keys() | asked.keys()
+        if key not in RERUN_MAY_CHANGE and saved.get(key) != asked.get(key)
+    )
+    if changed:
+        raise ConfigError(
+            f"{run.path} holds a run made with other settings ({', '.join(changed)}) than "
+            "this one asks for; give another --out, or delete the folder to run it again"
+        )
 
 
 RUNNERS = {

@@ -177,3 +177,10 @@ def test_a_config_mapping_names_its_preset_and_bad_names_are_errors():
         config_from_dict({"preset": "hoper"})
     with pytest.raises(ConfigError, match="horizonn"):
         config_from_dict({"preset": "hopper", "horizonn": 4})
+
+
+@pytest.mark.parametrize("kind", ["mbpo", "baseline"])
+def test_another_commands_run_config_names_that_command(kind):
+    """train --resume, clone or model-error on an mbpo or baseline folder say what it is."""
+    with pytest.raises(ConfigError, match=f"`dynaplan {kind}` run.*`dynaplan {kind} --resume`"):
+        TrainConfig.from_dict({"kind": kind, "env": "Hopper-v5"})

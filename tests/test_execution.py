@@ -1,5 +1,7 @@
+import dataclasses
 import sys
 
+import numpy as np
 import pytest
 
 from dynaplan.agents.baselines import BaselineConfig
@@ -61,3 +63,23 @@ def test_on_metrics_gets_every_row_as_it_is_written(config, tmp_path):
     written = RunDir(tmp_path / "run").read_metrics()
     assert [r["env_steps"] for r in rows] == [r["env_steps"] for r in written]
     assert [r["eval_return_mean"] for r in rows] == [r["eval_return_mean"] for r in written]
+
+
+@pytest.mark.parametrize("kind", ["mbrl", "baseline"])
+def test_a_folder_made_with_other_settings_is_not_reported_as_the_run_asked_for(kind, tmp_path):
+    """A rerun with a larger budget (or any other change) into the same folder is refused
+    instead of skipping or resuming the old, smaller run; device, threads and progress may
+    differ."""
+    small = (
+        toy_config(total_steps=300)
+        if kind == "mbrl"
+        else BaselineConfig(env=POINT_MASS_ID, algo="zero", total_steps=300, eval_every=100)
+    )
+    run_dir = str(tmp_path / "run")
+    run_one(small, run_dir)
+    rows = RunDir(run_dir).read_metrics()
+    run_one(dataclasses.replace(small, threads=0, progress=True), run_dir)  # finished: skipped
+    np.testing.assert_equal(RunDir(run_dir).read_metrics(), rows)
+    with pytest.raises(ConfigError, match=r"other settings \(total_steps\)"):
+        run_one(dataclasses.replace(small, total_steps=400), run_dir)
+    np.testing.assert_equal(RunDir(run_dir).read_metrics(), rows)

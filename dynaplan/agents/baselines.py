@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from dynaplan.agents.factory import resolve_device
 from dynaplan.analysis.curves import plot_learning_curve
+from dynaplan.config import check_run_kind
 from dynaplan.envs import make_env
 from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.evaluation import evaluate, evaluation_seed
@@ -227,12 +228,9 @@ class BaselineConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BaselineConfig:
         """Build from a ``config.json`` dict; it must be a baseline's."""
+        check_run_kind(data, BASELINE_KIND)
         data = dict(data)
-        if data.pop("kind", None) != BASELINE_KIND:
-            raise ConfigError(
-                'not a baseline config (no "kind": "baseline"); an MBRL run is resumed '
-                "with dynaplan train --resume"
-            )
+        data.pop("kind")
         try:
             return cls(**data)
         except TypeError as exc:

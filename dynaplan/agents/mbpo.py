@@ -47,7 +47,7 @@ from dynaplan import tasks
 from dynaplan.agents.baselines import Recorder, SB3Agent
 from dynaplan.agents.factory import build_dynamics, resolve_device
 from dynaplan.buffer import ReplayBuffer
-from dynaplan.config import MODEL_KINDS, ModelConfig
+from dynaplan.config import MODEL_KINDS, ModelConfig, check_run_kind
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
 from dynaplan.loop import Collector, RunResult
@@ -214,9 +214,9 @@ class MBPOConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MBPOConfig:
         """Build from a ``config.json`` dict; it must be an MBPO run's."""
+        check_run_kind(data, MBPO_KIND)
         data = dict(data)
-        if data.pop("kind", None) != MBPO_KIND:
-            raise ConfigError(f'not an MBPO config (no "kind": "{MBPO_KIND}")')
+        data.pop("kind")
         try:
             sac = dict(data.pop("sac", {}))
             if "net_arch" in sac:

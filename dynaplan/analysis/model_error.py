@@ -100,6 +100,11 @@ def open_loop_predictions(
     return torch.cat(rows).cpu().numpy()
 
 
+def _check_horizons(horizons: Sequence[int]) -> None:
+    if not horizons or min(horizons) < 1:
+        raise ConfigError(f"horizons must be positive integers, got {list(horizons)}")
+
+
 @torch.no_grad()
 def horizon_errors(
     model: DynamicsModel, obs: ArrayLike, actions: ArrayLike, horizons: Sequence[int]
@@ -111,8 +116,7 @@ def horizon_errors(
     ``actions [T - 1, A]`` or ``[T, A]`` (a last action without a successor state is unused).
     All start points move together: one ``model.step`` per step, on a shrinking batch.
     """
-    if not horizons or min(horizons) < 1:
-        raise ConfigError(f"horizons must be positive integers, got {list(horizons)}")
+    _check_horizons(horizons)
     model.eval()
     obs_t, act_t = _as_model_tensor(model, obs), _as_model_tensor(model, actions)
     n = obs_t.shape[0]
@@ -215,6 +219,9 @@ def analyse_episode(
     Open-loop rollouts run ``open_loop_steps`` (default: the longest horizon) from each start;
     a start too late for that is moved back to ``T - open_loop_steps`` (duplicates dropped).
     """
+    _check_horizons(horizons)
+    if open_loop_steps is not None and open_loop_steps < 1:
+        raise ConfigError(f"open_loop_steps must be positive, got {open_loop_steps}")
     episode = Episode(*(np.asarray(x, np.float32) for x in (obs, actions, next_obs)), label)
     num_steps, obs_dim = episode.obs.shape
     if num_steps == 0:

@@ -168,7 +168,7 @@ def test_resume_after_an_interruption_loses_no_real_transition(tmp_path):
     assert [int(r["env_steps"]) for r in rows] == [100, 200, 300, 400, 500]
     for row, old in zip(rows, completed, strict=False):
         assert row == pytest.approx(old, nan_ok=True)
-    with pytest.raises(CheckpointError, match="not an MBPO"):
+    with pytest.raises(CheckpointError, match="continued with `dynaplan baseline --resume`"):
         (run / "config.json").write_text(json.dumps({"kind": "baseline"}))
         resume_mbpo(run)
 

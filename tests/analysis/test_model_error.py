@@ -241,7 +241,15 @@ def test_cli_errors_are_one_line(args, message, capsys):
     assert err.count("\n") == 1 and message in err
 
 
-def test_cli_bad_episode_is_one_line(run_dir, capsys):
-    assert cli.main(["model-error", str(run_dir), "--episode", "999"]) == 2
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--episode", "999"], "no episode 999"),
+        (["--horizons", "0"], "horizons must be positive integers, got [0]"),
+        (["--open-loop-steps", "-5"], "open_loop_steps must be positive, got -5"),
+    ],
+)
+def test_cli_bad_choices_for_a_run_are_one_line(run_dir, args, message, capsys):
+    assert cli.main(["model-error", str(run_dir), *args]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no episode 999" in err
+    assert err.count("\n") == 1 and message in err

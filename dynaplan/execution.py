@@ -102,8 +102,10 @@ runs, not what it does."""
 def _check_same_settings(run: RunDir, config: RunConfig) -> None:
     """Refuse a folder whose run was made with other settings than ``config`` (another budget,
     say): skipping or resuming it would report the old run as the one asked for."""
-    saved = json.loads(run.config.read_text())
-    asked = json.loads(json.dumps(config.to_dict()))  # as config.json holds it
+    saved, asked = (
+        json.loads(json.dumps(c.to_dict()))  # as config.json holds it
+        for c in (type(config).load(run.config), config)  # a bad or other-kind file says so
+    )
     changed = sorted(
         key
         for key in saved.keys() | asked.keys()

@@ -361,7 +361,7 @@ def _sweep(args: list[str]) -> None:
     from dynaplan.sweep import Sweep, load_sweep, parse_yaml, run_sweep
 
     command = tyro.cli(SweepCommand, args=args, prog="dynaplan sweep")
-    if command.file is None and command.preset is None and not command.grid and not command.seeds:
+    if not command.grid and all(x is None for x in (command.file, command.preset, command.seeds)):
         raise ConfigError(
             "nothing to sweep: give a sweep file, --grid FIELD=V1,V2,..., --preset NAME or "
             "--seeds N (several seeds of one config)"

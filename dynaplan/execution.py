@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from dynaplan.agents.baselines import BaselineConfig, resume_baseline, run_baseline
 from dynaplan.agents.mbpo import MBPOConfig, resume_mbpo, run_mbpo
@@ -102,10 +102,8 @@ runs, not what it does."""
 def _check_same_settings(run: RunDir, config: RunConfig) -> None:
     """Refuse a folder whose run was made with other settings than ``config`` (another budget,
     say): skipping or resuming it would report the old run as the one asked for."""
-    saved, asked = (
-        json.loads(json.dumps(c.to_dict()))  # as config.json holds it
-        for c in (type(config).load(run.config), config)  # a bad or other-kind file says so
-    )
+    saved = _as_json(type(config).load(run.config))  # a bad or other-kind file says so
+    asked = _as_json(config)
     changed = sorted(
         key
         for key in saved.keys() | asked.keys()
@@ -116,6 +114,11 @@ def _check_same_settings(run: RunDir, config: RunConfig) -> None:
             f"{run.path} holds a run made with other settings ({', '.join(changed)}) than "
             "this one asks for; give another --out, or delete the folder to run it again"
         )
+
+
+def _as_json(config: RunConfig) -> dict[str, Any]:
+    """``config`` as its ``config.json`` holds it (enums as values, tuples as lists)."""
+    return json.loads(json.dumps(config.to_dict()))
 
 
 RUNNERS = {

@@ -87,9 +87,10 @@ def _check_runnable(config: TrainConfig) -> MPCAgent:
     resolve_device(config.device)
     env = make_env(config.env, **config.env_kwargs)
     try:
-        agent = build_mpc_agent(config, env, torch.device("cpu"))  # the planning task's bounds
+        # builds model, planner (its own checks), value, prior and the planning task's bounds
+        agent = build_mpc_agent(config, env, torch.device("cpu"))
         build_policy_trainer(config, agent)
-        # the policy's bounds even where it is off, and the training episodes' upright bound
+        # the prior's bounds even where it is off, and the training episodes' upright bound
         agent.task.with_safety_margin(config.policy.safety_margin)
         agent.task.with_min_upright(config.policy.min_upright)
         agent.task.with_min_upright(config.reset_below_upright)

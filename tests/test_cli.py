@@ -37,6 +37,7 @@ def one_line_error(capsys) -> str:
         (["train", *TOY, "--search.lr", "-0.1"], "search.lr must be positive"),
         (["train", *TOY, "--value.gamma", "1.5"], "value.gamma must be in (0, 1), got 1.5"),
         (["sweep"], "nothing to sweep"),
+        (["sweep", "--seeds", "0"], "seeds must be positive"),  # --seeds alone is a sweep
         # lowercase enum values, as config.json and the help text write them
         (["train", *TOY, "--search.precision", "bf16", "--horizon", "0"], "horizon must be"),
         (["train", *TOY, "--value.kind", "lqr", "--value.td-steps", "2"], "value.kind lqr"),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dynaplan.errors import ConfigError
-from dynaplan.types import Precision, Propagation, ValueKind
+from dynaplan.types import PolicyKind, Precision, Propagation, ValueKind
 
 MODEL_KINDS = ("mlp", "ensemble", "pets")
 PLANNER_NAMES = ("shooting", "cem", "mppi", "grad", "cem-grad")
@@ -207,6 +207,10 @@ class PolicyConfig:
 
     enabled: bool = False
     """Learn π(s) on imagined rollouts after each model fit; its plan seeds the planner."""
+    kind: PolicyKind = PolicyKind.DETERMINISTIC
+    """deterministic (a prior on the terminal value) or actor-critic (a stochastic actor with
+    its own Q critics and entropy weight, trained on short rollouts from states its own
+    longer rollouts reached; its soft value ends the plans, so value.enabled stays off)."""
     hidden_size: int = 256
     num_layers: int = 2
     horizon: int | None = None
@@ -245,6 +249,17 @@ class PolicyConfig:
     """Train the prior with the termination gradient of search.termination_gradient: through
     the model, a step out of the healthy ranges then costs it the value it loses, not only
     that step's soft health. Needs value.enabled."""
+    updates_per_step: float = 1.0
+    """actor-critic: updates per env step collected since the last fit (all steps, the
+    random ones included, at the first fit)."""
+    critic_warmup: int = 250
+    """actor-critic: critic-only updates after each model fit, before the actor moves."""
+    rollout_horizon: int = 20
+    """actor-critic: steps of each distribution rollout that fills the start-state buffer."""
+    rollout_every: int = 20
+    """actor-critic: updates between distribution rollouts (10 rounds are kept)."""
+    critics: int = 2
+    """actor-critic: Q critics in the ensemble (targets take their minimum)."""
 
 
 @dataclass
@@ -401,6 +416,8 @@ class TrainConfig:
                     f"{part}.termination_gradient weighs a termination by the value it loses: "
                     "it needs a terminal value (add --value.enabled)"
                 )
+        if pi.kind == PolicyKind.ACTOR_CRITIC:
+            _check_actor_critic(self)
         _check_ranges(
             "policy",
             ("gamma", pi.gamma, 0 < pi.gamma <= 1, "in (0, 1]"),
@@ -464,6 +481,7 @@ class TrainConfig:
 _ENUM_FIELDS: dict[str, dict[str, type[Enum]]] = {
     "search": {"propagation": Propagation, "precision": Precision},
     "value": {"kind": ValueKind},
+    "policy": {"kind": PolicyKind},
 }
 
 
@@ -477,6 +495,35 @@ def check_run_kind(data: dict[str, Any], expected: str | None) -> None:
             f"the folder holds a `{command}` run, which this command does not take; it is "
             f"continued with `{command} --resume` (evaluate and compare take every kind)"
         )
+
+
+def _check_actor_critic(config: TrainConfig) -> None:
+    """The cross-field rules of ``policy.kind actor-critic``."""
+    pi = config.policy
+    if config.value.enabled:
+        raise ConfigError(
+            "policy.kind actor-critic learns its own Q critics, whose soft value ends the plans: "
+            "drop --value.enabled"
+        )
+    if (
+        pi.check_horizon
+        or pi.safety_margin
+        or pi.min_upright is not None
+        or pi.termination_gradient
+    ):
+        raise ConfigError(
+            "policy.check_horizon, safety_margin, min_upright and termination_gradient shape the "
+            "deterministic prior; drop them with policy.kind actor-critic"
+        )
+    _check_ranges(
+        "policy",
+        ("gamma", pi.gamma, 0 < pi.gamma < 1, "in (0, 1) for actor-critic"),
+        ("updates_per_step", pi.updates_per_step, pi.updates_per_step > 0, "> 0"),
+        ("critic_warmup", pi.critic_warmup, pi.critic_warmup >= 0, ">= 0"),
+        ("rollout_horizon", pi.rollout_horizon, pi.rollout_horizon > 0, "> 0"),
+        ("rollout_every", pi.rollout_every, pi.rollout_every > 0, "> 0"),
+        ("critics", pi.critics, pi.critics > 0, "> 0"),
+    )
 
 
 def _check_ranges(section: str, *checks: tuple[str, float, bool, str]) -> None:

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dynaplan import tasks
+from dynaplan.actor_critic import ActorCriticTrainer
 from dynaplan.agents.factory import (
     build_model,
     build_mpc_agent,
@@ -402,7 +403,7 @@ def _run(
     num_iterations = math.ceil(
         (config.total_steps - config.random_steps) / config.steps_per_iteration
     )
-    actor = PolicyAgent(agent.policy) if pi.collect else agent
+    actor = PolicyAgent(agent.policy, explore=True) if pi.collect else agent
     last_eval = math.nan  # shown in the progress bar between evaluations
 
     def noisy_action(obs: np.ndarray) -> np.ndarray:
@@ -436,7 +437,9 @@ def _run(
                 critic.fit(model)
             policy_started = time.perf_counter()
             value_seconds = policy_started - value_started
-            if policy_trainer is not None:
+            if isinstance(policy_trainer, ActorCriticTrainer):
+                policy_fit = policy_trainer.fit(buffer, rng)
+            elif policy_trainer is not None:
                 policy_fit = policy_trainer.fit(buffer, rng, pi.updates, pi.batch_size)
             policy_seconds = time.perf_counter() - policy_started
             save(iteration, model_trained=True)

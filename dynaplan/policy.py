@@ -235,10 +235,15 @@ class PolicyTrainer:
 
 
 class PolicyAgent:
-    """Acts with the policy prior alone, without planning (``dynaplan evaluate --no-plan``)."""
+    """Acts with the policy prior alone, without planning (``dynaplan evaluate --no-plan``).
 
-    def __init__(self, policy: PolicyPrior) -> None:
+    With ``explore`` a policy that can ``sample`` (a stochastic actor) acts with its samples,
+    as it does when it collects data; otherwise with its deterministic action.
+    """
+
+    def __init__(self, policy: nn.Module, explore: bool = False) -> None:
         self.policy = policy
+        self.explore = explore and hasattr(policy, "sample")
 
     def reset(self) -> None:
         pass
@@ -246,4 +251,6 @@ class PolicyAgent:
     def act(self, obs: np.ndarray) -> np.ndarray:
         state = torch.as_tensor(obs, dtype=torch.float32, device=self.policy.mid.device)
         with torch.no_grad():
+            if self.explore:
+                return self.policy.sample(state[None])[0][0].cpu().numpy()
             return self.policy(state[None])[0].cpu().numpy()

@@ -44,6 +44,18 @@ class ValueKind(StrEnum):
     """The LQR cost-to-go of the linearised model (``dynaplan.lqr``); regulation tasks."""
 
 
+class PolicyKind(StrEnum):
+    """Which policy ``PolicyConfig.kind`` learns through the model."""
+
+    DETERMINISTIC = "deterministic"
+    """``dynaplan.policy``: a deterministic prior on ``Σ γ^k r̂_k + γ^H V(ŝ_H)``, ``V`` the
+    terminal value (``value.enabled``) when there is one."""
+    ACTOR_CRITIC = "actor-critic"
+    """``dynaplan.actor_critic``: a stochastic actor with its own ``Q`` critics, entropy
+    weight and distribution rollouts (SAC-SVG(H), DHMBPO); its soft value is the planner's
+    terminal value."""
+
+
 class Precision(StrEnum):
     """Arithmetic of the model's matrix products during planning (states stay fp32)."""
 

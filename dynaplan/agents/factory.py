@@ -8,8 +8,10 @@ from typing import Any
 
 import gymnasium as gym
 import torch
+from torch import nn
 
 from dynaplan import tasks
+from dynaplan.actor_critic import ActorCriticTrainer, GaussianActor, QEnsemble, SoftValue
 from dynaplan.agents.mpc import MPCAgent
 from dynaplan.config import ModelConfig, TrainConfig
 from dynaplan.envs import make_env
@@ -20,7 +22,7 @@ from dynaplan.planners import make_planner
 from dynaplan.policy import PolicyPrior, PolicyTrainer
 from dynaplan.rundir import RunDir
 from dynaplan.tasks import Task
-from dynaplan.types import ValueKind
+from dynaplan.types import PolicyKind, ValueKind
 from dynaplan.values import ValueEnsemble
 
 
@@ -63,7 +65,14 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     model = build_model(config, obs_dim, act_dim).to(device)
     task = tasks.get(config.env, env)
-    value = build_value(config, obs_dim, task).to(device) if config.value.enabled else None
+    policy = build_policy(config, env).to(device) if config.policy.enabled else None
+    value: nn.Module | None = None
+    if config.value.enabled:
+        value = build_value(config, obs_dim, task).to(device)
+    elif isinstance(policy, GaussianActor):  # its soft value ends the plans
+        p = config.policy
+        critic = QEnsemble(obs_dim, act_dim, p.critics, p.hidden_size, p.num_layers)
+        value = SoftValue(critic, policy).to(device)
     planner = make_planner(
         config.planner,
         env.action_space.low,
@@ -91,7 +100,7 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
         min_upright=config.search.min_upright,
         termination_gradient=config.search.termination_gradient,
         terminal_value=value,
-        policy=build_policy(config, env).to(device) if config.policy.enabled else None,
+        policy=policy,
     )
 
 
@@ -105,10 +114,11 @@ def build_value(config: TrainConfig, obs_dim: int, task: Task) -> ValueEnsemble 
     )
 
 
-def build_policy(config: TrainConfig, env: gym.Env) -> PolicyPrior:
-    """The (untrained) policy prior that ``config.policy`` describes."""
+def build_policy(config: TrainConfig, env: gym.Env) -> PolicyPrior | GaussianActor:
+    """The (untrained) policy prior or actor that ``config.policy`` describes."""
     p = config.policy
-    return PolicyPrior(
+    kind = GaussianActor if p.kind == PolicyKind.ACTOR_CRITIC else PolicyPrior
+    return kind(
         env.observation_space.shape[0],
         env.action_space.low,
         env.action_space.high,
@@ -131,13 +141,32 @@ PLANNING_FIELDS = (
 (a trained value or prior can be switched off, not on)."""
 
 
-def build_policy_trainer(config: TrainConfig, agent: MPCAgent) -> PolicyTrainer | None:
+def build_policy_trainer(
+    config: TrainConfig, agent: MPCAgent
+) -> PolicyTrainer | ActorCriticTrainer | None:
     """The trainer of ``agent``'s policy prior (None without one), through its model and value,
     on its task pulled in by ``policy.safety_margin`` and ``policy.min_upright`` (with
-    ``policy.termination_gradient``, a termination's cost in the gradient)."""
+    ``policy.termination_gradient``, a termination's cost in the gradient); for an actor,
+    its actor-critic trainer."""
     if agent.policy is None:
         return None
     pi = config.policy
+    if isinstance(agent.policy, GaussianActor):
+        assert isinstance(agent.terminal_value, SoftValue)
+        return ActorCriticTrainer(
+            agent.policy,
+            agent.terminal_value.critic,
+            agent.model,
+            agent.task,
+            horizon=pi.horizon or config.horizon,
+            gamma=pi.gamma,
+            lr=pi.lr,
+            batch_size=pi.batch_size,
+            updates_per_step=pi.updates_per_step,
+            critic_warmup=pi.critic_warmup,
+            rollout_horizon=pi.rollout_horizon,
+            rollout_every=pi.rollout_every,
+        )
     return PolicyTrainer(
         agent.policy,
         agent.model,

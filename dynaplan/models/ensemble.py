@@ -154,8 +154,9 @@ class DynamicsModel(nn.Module):
 
         ``EXPECTATION`` averages the elite members' means. ``TSINF`` sends row ``i`` to
         elite ``i % num_elites`` (so lay particles out as ``[B, P]`` with ``P`` a multiple
-        of ``num_elites``); ``TS1`` draws a fresh member per row and step. A probabilistic
-        model samples its Gaussian in the TS modes. Differentiable in ``action``.
+        of ``num_elites``); ``TS1`` draws a fresh member per row and step (any number of
+        rows). A probabilistic model samples its Gaussian in the TS modes. Differentiable in
+        ``action``.
         """
         if obs.ndim != 2 or action.ndim != 2:
             raise ValueError(
@@ -166,20 +167,22 @@ class DynamicsModel(nn.Module):
         if propagation == Propagation.EXPECTATION:
             delta = self._elite_means(x).mean(0)
         else:
-            if n % m:
+            if n % m and propagation == Propagation.TSINF:
                 raise ValueError(f"{propagation} needs rows ({n}) divisible by the elites ({m})")
             order = (
                 torch.randperm(n, generator=generator, device=x.device)
                 if propagation == Propagation.TS1
                 else None
             )
+            padded = -(-n // m) * m  # TS1 pads the shuffled rows up to a multiple of m
             if order is not None:
                 x = x[order]
-            mean, logvar = self(x.view(n // m, m, -1).transpose(0, 1), self._elite_indices())
+                x = torch.cat([x, x[: padded - n]])
+            mean, logvar = self(x.view(padded // m, m, -1).transpose(0, 1), self._elite_indices())
             if logvar is not None:
                 noise = torch.randn(mean.shape, generator=generator, device=x.device)
                 mean = mean + noise * (0.5 * logvar).exp()
-            delta = mean.transpose(0, 1).reshape(n, -1)
+            delta = mean.transpose(0, 1).reshape(padded, -1)[:n]
             if order is not None:
                 delta = torch.empty_like(delta).index_copy_(0, order, delta)
         return obs + self.target_norm.denormalize(delta)

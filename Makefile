@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/pip install -q "$(TORCH)" -e ".[dev,ray]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/pip install -q "$(TORCH)" -e ".[dev,ray,bench]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import dynaplan, torch, gymnasium, mujoco, stable_baselines3, ray"
 	touch $(BIN)/activate
 

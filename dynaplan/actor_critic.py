@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from dynaplan.buffer import ReplayBuffer
 from dynaplan.errors import ConfigError, TrainingDivergedError
@@ -356,8 +357,11 @@ class ActorCriticTrainer:
         self._step(self.actor_optimizer, alpha_loss - objective, actor_params)
         return objective.item()
 
-    def fit(self, buffer: ReplayBuffer, rng: np.random.Generator) -> PolicyFit:
-        """Warm up the critics on the refitted model, then train both on the new data."""
+    def fit(
+        self, buffer: ReplayBuffer, rng: np.random.Generator, progress: bool = False
+    ) -> PolicyFit:
+        """Warm up the critics on the refitted model, then train both on the new data; with
+        ``progress`` a bar shows the actor's objective, ``α`` and the critics' range."""
         if len(buffer) == 0:
             raise ConfigError("cannot train the actor-critic on an empty buffer")
         updates = math.ceil(self.updates_per_step * (len(buffer) - self.trained_on))
@@ -368,10 +372,18 @@ class ActorCriticTrainer:
         for _ in range(self.critic_warmup):
             self.update(train_actor=False)
         objectives = []
-        for step in range(updates):
+        bar = tqdm(range(updates), desc="actor-critic", leave=False, disable=not progress)
+        for step in bar:
             if step and step % self.rollout_every == 0:
                 self.refill_starts(buffer, rng)
             objectives.append(self.update())
+            if step % 100 == 0:
+                bar.set_postfix(
+                    objective=f"{objectives[-1]:.1f}",
+                    alpha=f"{self.alpha.item():.3f}",
+                    q=f"[{self.critic.q_low.item():.0f}, {self.critic.q_high.item():.0f}]",
+                )
+        bar.close()
         return PolicyFit(float(np.mean(objectives[-100:])) if objectives else math.nan, False)
 
     def state_dict(self) -> dict:

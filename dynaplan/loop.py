@@ -438,7 +438,7 @@ def _run(
             policy_started = time.perf_counter()
             value_seconds = policy_started - value_started
             if isinstance(policy_trainer, ActorCriticTrainer):
-                policy_fit = policy_trainer.fit(buffer, rng)
+                policy_fit = policy_trainer.fit(buffer, rng, progress=config.progress)
             elif policy_trainer is not None:
                 policy_fit = policy_trainer.fit(buffer, rng, pi.updates, pi.batch_size)
             policy_seconds = time.perf_counter() - policy_started

@@ -399,8 +399,87 @@ class AntTask(_HealthyLocomotionTask):
         return self.contact_cost_weight * forces.square().sum(dim=-1)
 
 
+class HumanoidTask(_HealthyLocomotionTask):
+    """Humanoid-v5: obs ``qpos[2:]`` (z, torso quaternion, 17 joints: 22) then ``qvel`` (23),
+    then, each where its ``include_*_in_observation`` flag is set (all are by default), the
+    bodies' ``cinert[1:]`` (130), ``cvel[1:]`` (78), ``qfrc_actuator[6:]`` (17) and
+    ``cfrc_ext[1:]`` (78): 348 values by default.
+
+    Healthy: ``z_min < z < z_max`` (strict). The env's forward term is the x velocity of the
+    whole body's centre of mass, a position difference over the step. Where ``cinert`` and
+    ``cvel`` are observed, the surrogate's velocity is that centre of mass's at the next state,
+    ``Σ_i m_i (v_i + ω_i × c_i) / Σ_i m_i`` from each body's mass ``m_i``, its offset ``c_i``
+    from the centre of mass (``cinert``) and its velocity ``(ω_i, v_i)`` there (``cvel``);
+    without them the torso's ``qvel[0]``, a much poorer proxy. Where the contact forces are
+    observed it subtracts the env's contact cost ``min(contact_cost_weight·‖cfrc_ext‖², high)``
+    exactly (the world body's row is always zero). No ``true_reward``.
+    """
+
+    env_id = "Humanoid-v5"
+    skipped_qpos = 2
+    z_index = 0
+    BLOCKS = (
+        ("_include_cinert_in_observation", "cinert", 10),
+        ("_include_cvel_in_observation", "cvel", 6),
+        ("_include_qfrc_actuator_in_observation", "qfrc_actuator", None),
+        ("_include_cfrc_ext_in_observation", "cfrc_ext", 6),
+    )
+
+    def __init__(self, env: gym.Env, *, sharpness: float = DEFAULT_SHARPNESS) -> None:
+        super().__init__(env, sharpness=sharpness)
+        env = env.unwrapped
+        sizes = {
+            name: (int(getattr(env.data, name)[1:].size) if width else self.nv - 6)
+            if bool(_read(env, flag))
+            else 0
+            for flag, name, width in self.BLOCKS
+        }
+        if self.obs_dim != self.state_dim + sum(sizes.values()):
+            raise ConfigError(
+                f"HumanoidTask expects {self.state_dim + sum(sizes.values())} observation values "
+                f"(qpos[2:], qvel and the included blocks {sizes}), the env has {self.obs_dim}"
+            )
+        self.contact_slice = (
+            slice(self.obs_dim - sizes["cfrc_ext"], self.obs_dim) if sizes["cfrc_ext"] else None
+        )
+        self.num_bodies = int(env.model.nbody) - 1
+        self.inertia_start = self.state_dim if sizes["cinert"] and sizes["cvel"] else None
+        """Where ``cinert[1:]`` begins (``cvel[1:]`` follows it), or None without them."""
+        self.contact_cost_weight = float(_read(env, "_contact_cost_weight"))
+        self.contact_cost_high = float(_read(env, "_contact_cost_range")[1])
+
+    def forward_velocity(self, obs: Tensor) -> Tensor:
+        """The centre of mass's x velocity (see the class docstring): ``[..., S] -> [...]``."""
+        if self.inertia_start is None:
+            return super().forward_velocity(obs)
+        n, start = self.num_bodies, self.inertia_start
+        inertia = obs[..., start : start + 10 * n].unflatten(-1, (n, 10))
+        velocity = obs[..., start + 10 * n : start + 16 * n].unflatten(-1, (n, 6))
+        mass = inertia[..., 9]
+        offset = inertia[..., 6:9] / mass.clamp_min(1e-6)[..., None]
+        angular, linear = velocity[..., :3], velocity[..., 3:]
+        body_x = (
+            linear[..., 0] + angular[..., 1] * offset[..., 2] - angular[..., 2] * offset[..., 1]
+        )
+        return (mass * body_x).sum(-1) / mass.sum(-1).clamp_min(1e-6)
+
+    def health_margin(self, obs: Tensor) -> Tensor:
+        return range_margin(obs[..., self.z_index], *self.healthy_z_range)
+
+    def is_healthy(self, obs: Tensor) -> Tensor:
+        return _in_open_range(obs[..., self.z_index], *self.healthy_z_range)
+
+    def state_cost(self, next_obs: Tensor) -> Tensor:
+        if self.contact_slice is None:
+            return super().state_cost(next_obs)
+        forces = next_obs[..., self.contact_slice]
+        cost = self.contact_cost_weight * forces.square().sum(dim=-1)
+        return cost.clamp(max=self.contact_cost_high)
+
+
 register(InvertedPendulumTask.env_id, InvertedPendulumTask)
 register(HopperTask.env_id, HopperTask)
 register(Walker2dTask.env_id, Walker2dTask)
 register(AntTask.env_id, AntTask)
 register(HalfCheetahTask.env_id, HalfCheetahTask)
+register(HumanoidTask.env_id, HumanoidTask)

@@ -154,7 +154,7 @@ def test_the_loop_trains_an_actor_critic_that_resumes_and_evaluates_with_and_wit
     row = result.metrics[-1]
     assert row["env_steps"] == 400 and math.isfinite(row["eval_return_mean"])
     assert math.isfinite(row["policy_eval_return"]) and math.isfinite(row["policy_return"])
-    agent, config = load_mpc_agent(run, device="cpu")
+    agent, _ = load_mpc_agent(run, device="cpu")
     assert isinstance(agent.policy, GaussianActor) and isinstance(agent.terminal_value, SoftValue)
     assert agent.terminal_value.critic.q_low < agent.terminal_value.critic.q_high
     resumed = loop.resume(run, changes={"total_steps": 500})

@@ -20,7 +20,7 @@ import tyro._strings
 from dynaplan.agents.baselines import BaselineConfig
 from dynaplan.agents.mbpo import MBPOConfig
 from dynaplan.analysis.compare import Comparison
-from dynaplan.config import TrainConfig, load_preset, presets
+from dynaplan.config import RECIPES, TrainConfig, load_preset, presets, recipe_for
 from dynaplan.errors import ConfigError, DynaplanError
 from dynaplan.execution import Execution
 from dynaplan.imitation.clone import CloneConfig
@@ -51,7 +51,9 @@ class TrainCommand:
         str | None,
         tyro.conf.arg(
             help=f"Start from a tuned preset ({', '.join(presets())}); flags given here "
-            "override it."
+            "override it. Without it a new run starts from its env's recipe where there is one "
+            f"({', '.join(f'{env}: {name}' for env, name in RECIPES.items())}); none gives the "
+            "bare defaults."
         ),
     ] = None
     resume: Path | None = None
@@ -231,7 +233,9 @@ def _train(args: list[str]) -> None:
     from dynaplan import loop
 
     preset = _value_of("--preset", args)
-    default = TrainCommand(load_preset(preset) if preset else TrainConfig())
+    start = _recipe_preset(args) if preset is None else preset
+    start = None if start == "none" else start
+    default = TrainCommand(load_preset(start) if start else TrainConfig())
     command = tyro.cli(
         TrainCommand,
         args=args,
@@ -263,6 +267,20 @@ def _train(args: list[str]) -> None:
         out = command.out or _default_out(f"{config.env}-{config.planner}")
         result = loop.train(config, out)
     _print_done(result)
+
+
+def _recipe_preset(args: list[str]) -> str | None:
+    """The recipe a new run with no --preset starts from (None for a resume or a branch,
+    which take their folder's config); says which when there is one."""
+    if any(_value_of(flag, args) is not None for flag in ("--resume", "--branch-from")):
+        return None
+    if any(arg in ("-h", "--help") for arg in args):
+        return None
+    env = _value_of("--env", args) or TrainConfig.env
+    recipe = recipe_for(env)
+    if recipe is not None:
+        print(f"{env}: starting from its recipe, preset {recipe} (--preset none: bare defaults)")
+    return recipe
 
 
 def _print_done(result: RunResult) -> None:

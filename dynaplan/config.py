@@ -579,6 +579,20 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+RECIPES: dict[str, str] = {
+    "InvertedPendulum-v5": "pendulum",
+    "Hopper-v5": "hopper-value-prior",
+    "Ant-v5": "ant-value-prior",
+}
+"""The preset ``dynaplan train --env ENV`` starts from when no --preset is given: each env's
+best measured recipe (``--preset none`` gives the bare defaults)."""
+
+
+def recipe_for(env_id: str) -> str | None:
+    """The preset of ``env_id``'s recipe, or None where it has none (:data:`RECIPES`)."""
+    return RECIPES.get(env_id)
+
+
 def presets() -> list[str]:
     """Names of the presets shipped in ``dynaplan/presets``."""
     return sorted(path.stem for path in PRESET_DIR.glob("*.json"))

@@ -9,7 +9,7 @@ from tyro._docstrings import get_field_docstring
 
 from dynaplan import loop
 from dynaplan.cli import TrainCommand, main
-from dynaplan.config import TrainConfig
+from dynaplan.config import TrainConfig, load_preset
 from dynaplan.errors import ConfigError
 from tests.conftest import toy_config
 
@@ -217,3 +217,33 @@ def test_help_text_joins_wrapped_docstring_lines():
     resume = get_field_docstring(TrainCommand, "resume", ())
     assert "\n" not in resume and "only --total-steps (to extend it), --device" in resume
     assert "\n" not in get_field_docstring(TrainConfig, "snapshots", ())
+
+
+def test_a_new_run_starts_from_its_envs_recipe_unless_told_otherwise(monkeypatch, capsys):
+    """--env X alone takes X's recipe and says so; --preset none or an env without one takes
+    the defaults; an explicit --preset wins."""
+    started = []
+    monkeypatch.setattr(loop, "train", lambda config, out: started.append(config) or _stop())
+
+    def run(*args: str) -> TrainConfig:
+        with pytest.raises(_Stop):
+            main(["train", *args, "--out", "unused"])
+        return started.pop()
+
+    hopper = run("--env", "Hopper-v5")
+    assert (
+        "Hopper-v5: starting from its recipe, preset hopper-value-prior" in capsys.readouterr().out
+    )
+    assert hopper == load_preset("hopper-value-prior").with_fields({"env": "Hopper-v5"})
+    assert run("--env", "Hopper-v5", "--preset", "none") == TrainConfig(env="Hopper-v5")
+    assert run("--env", "Hopper-v5", "--preset", "hopper").policy.enabled is False
+    assert run(*TOY) == TrainConfig(**{**TrainConfig().__dict__, "env": TOY[1], "progress": False})
+    assert "recipe" not in capsys.readouterr().out
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop():
+    raise _Stop

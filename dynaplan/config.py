@@ -260,6 +260,9 @@ class PolicyConfig:
     """actor-critic: updates between distribution rollouts (10 rounds are kept)."""
     critics: int = 2
     """actor-critic: Q critics in the ensemble (targets take their minimum)."""
+    hard_health: bool = False
+    """actor-critic: pay the healthy bonus exactly while healthy, as the env does, instead of
+    through the planners' soft health indicator (the rollouts' terminations carry the fall)."""
 
 
 @dataclass

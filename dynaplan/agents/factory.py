@@ -157,7 +157,7 @@ def build_policy_trainer(
             agent.policy,
             agent.terminal_value.critic,
             agent.model,
-            agent.task,
+            agent.task.with_hard_health(pi.hard_health),
             horizon=pi.horizon or config.horizon,
             gamma=pi.gamma,
             lr=pi.lr,

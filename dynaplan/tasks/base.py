@@ -89,6 +89,13 @@ class Task:
             f"a safety margin (search.safety_margin, policy.safety_margin) must be 0, got {margin}"
         )
 
+    def with_hard_health(self, enabled: bool) -> Task:
+        """This task with its reward paying the healthy bonus exactly while healthy (as the env
+        does) instead of through the soft indicator that keeps plans off the bounds; tasks
+        without a healthy bonus are unchanged. Learners that see terminations as the end of
+        their rollouts (the actor-critic) need no soft indicator to feel a fall."""
+        return self
+
     def with_min_upright(self, min_upright: float | None) -> Task:
         """This task with the torso unhealthy, in reward and termination, once the vertical
         component of its up axis falls below ``min_upright`` (None: unchanged). Only tasks

@@ -208,6 +208,7 @@ class _HealthyLocomotionTask(_LocomotionTask):
         env = env.unwrapped
         self.sharpness = float(sharpness)
         self.safety_margin = 0.0  # see with_safety_margin
+        self.hard_health = False  # see with_hard_health
         self.healthy_reward = float(_read(env, "_healthy_reward"))
         self.terminate_when_unhealthy = bool(_read(env, "_terminate_when_unhealthy"))
         self.healthy_z_range = _float_pair(_read(env, "_healthy_z_range"))
@@ -250,7 +251,24 @@ class _HealthyLocomotionTask(_LocomotionTask):
         margin = self.health_margin(next_obs) - self.safety_margin
         return torch.sigmoid(2 * self.sharpness * margin)
 
+    def with_hard_health(self, enabled: bool) -> _HealthyLocomotionTask:
+        """A copy whose reward is ``forward_reward_weight·vx' + healthy_reward·healthy(s')
+        − costs``, the env's own form (``healthy`` its exact rule, the safety margin's bound
+        included): no gradient from the health rule, which the rollout's termination carries."""
+        if not enabled:
+            return self
+        task = copy.copy(self)
+        task.hard_health = True
+        return task
+
     def reward(self, obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+        if self.hard_health:
+            healthy = (~self.terminated(next_obs)).to(next_obs.dtype)
+            if not self.terminate_when_unhealthy:
+                healthy = self.is_healthy(next_obs).to(next_obs.dtype)
+            forward = self.forward_reward_weight * self.forward_velocity(next_obs)
+            costs = control_cost(act, self.ctrl_cost_weight) + self.state_cost(next_obs)
+            return forward + self.healthy_reward * healthy - costs
         gain = self.forward_reward_weight * self.forward_velocity(next_obs) + self.healthy_reward
         margin = self.health_margin(next_obs) - self.safety_margin
         health = soft_health(margin, self.sharpness)

@@ -257,6 +257,24 @@ def test_reward_apart_from_forward_term_is_exact(name, rollouts):
             np.testing.assert_allclose(got, expected, atol=1e-9, err_msg=policy)
 
 
+@pytest.mark.parametrize("name", [n for n in WITH_HEALTH if n != "Ant27"])
+def test_hard_health_is_the_envs_reward_but_for_the_forward_proxy(name, rollouts):
+    task = _task(name).with_hard_health(True)
+    assert _task(name).with_hard_health(False).hard_health is False
+    for policy, data in rollouts(name).items():
+        obs, act, next_obs = data.tensors()
+        with torch.no_grad():
+            reward = task.reward(obs, act, next_obs)
+            forward = task.forward_reward_weight * task.forward_velocity(next_obs)
+        expected = data.reward - task.forward_reward_weight * data.x_velocity
+        np.testing.assert_allclose((reward - forward).numpy(), expected, atol=1e-9, err_msg=policy)
+
+
+def test_hard_health_leaves_a_task_without_a_healthy_bonus_as_it_is():
+    task = _task("HalfCheetah")
+    assert task.with_hard_health(True) is task
+
+
 # --- the surrogate -----------------------------------------------------------------------
 
 

@@ -45,9 +45,8 @@ from dynaplan.policy import PolicyFit
 from dynaplan.tasks import Task
 from dynaplan.types import Propagation
 
-MIN_STD = 1e-5
-"""Floor of the actor's standard deviation ``softplus(raw) + MIN_STD`` (before the squashing;
-about 0.69 at a raw output of 0, a wide start for exploration, as in DHMBPO)."""
+LOG_STD_BOUNDS = (-5.0, 2.0)
+"""Soft bounds of the actor's log standard deviation (before the tanh squashing)."""
 
 
 class GaussianActor(nn.Module):
@@ -82,8 +81,9 @@ class GaussianActor(nn.Module):
         self.register_buffer("half_range", (high - low) / 2)
 
     def _gaussian(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        mean, raw_std = self.net(obs).chunk(2, dim=-1)
-        return mean, torch.log(F.softplus(raw_std) + MIN_STD)
+        mean, raw_log_std = self.net(obs).chunk(2, dim=-1)
+        low, high = LOG_STD_BOUNDS
+        return mean, low + 0.5 * (high - low) * (torch.tanh(raw_log_std) + 1)
 
     def forward(self, obs: Tensor) -> Tensor:
         mean, _ = self._gaussian(obs)
@@ -127,9 +127,6 @@ class QEnsemble(nn.Module):
             EnsembleLinear(ensemble_size, n_in, n_out) for n_in, n_out in itertools.pairwise(sizes)
         )
         self.head = EnsembleLinear(ensemble_size, hidden_size, 1)
-        with torch.no_grad():  # every critic starts at the middle of the range
-            self.head.weight.zero_()
-            self.head.bias.zero_()
         self.activation = ACTIVATIONS[activation]()
         self.ensemble_size = ensemble_size
         self.register_buffer("q_low", torch.tensor(-1.0))

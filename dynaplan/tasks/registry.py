@@ -17,6 +17,13 @@ _REGISTRY: dict[str, Task | TaskFactory] = {}
 
 def register(env_id: str, task: Task | TaskFactory, *, overwrite: bool = False) -> None:
     """Register a task (or a factory ``env -> Task``) for a Gymnasium env id."""
+    is_factory = callable(task) and (not isinstance(task, type) or issubclass(task, Task))
+    if not isinstance(task, Task) and not is_factory:
+        raise ConfigError(
+            f"tasks.register({env_id!r}, ...) takes a dynaplan Task (e.g. "
+            "Task.from_functions(reward_fn, terminated_fn)), a Task subclass or a function "
+            f"env -> Task; got {type(task).__name__} {task!r:.60}"
+        )
     if env_id in _REGISTRY and not overwrite:
         raise ConfigError(
             f"a task is already registered for {env_id!r}; pass overwrite=True to replace it"

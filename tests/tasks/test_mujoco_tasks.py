@@ -548,3 +548,13 @@ def test_register_and_get_round_trip(monkeypatch):
     assert not task.has_true_reward
     with pytest.raises(ConfigError, match="overwrite"):
         tasks.register("Mine-v0", task)
+
+
+@pytest.mark.parametrize("entry", [42, "HopperTask", dict, object()])
+def test_register_refuses_what_is_neither_a_task_nor_a_factory(monkeypatch, entry):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    with pytest.raises(ConfigError, match="takes a dynaplan Task"):
+        tasks.register("Mine-v1", entry)
+    assert "Mine-v1" not in tasks.registered()
+    tasks.register("Mine-v1", mujoco.HopperTask)  # a Task subclass is a factory
+    tasks.register("Mine-v2", lambda env: Task.from_functions(lambda o, a, n: n.sum(-1)))

@@ -177,7 +177,49 @@ def report() -> dict:
         _plot(env_id, env_dir, entry)
     (SUITE / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (SUITE / "table.md").write_text(table(summary))
+    _write_between(ROOT / "README.md", table(summary))
+    _write_between(ROOT / "docs" / "suite.md", table(summary) + "\n" + _details(summary))
     return summary
+
+
+START, END = "<!-- suite:start -->", "<!-- suite:end -->"
+
+
+def _write_between(path: Path, text: str) -> None:
+    """Replace what lies between the suite markers of ``path`` with ``text``."""
+    content = path.read_text()
+    head, found, rest = content.partition(START)
+    _, found_end, tail = rest.partition(END)
+    if not (found and found_end):
+        sys.exit(f"{path} has no {START} ... {END} block to fill")
+    path.write_text(f"{head}{START}\n{text}{END}{tail}")
+
+
+def _details(summary: dict) -> str:
+    """Per task: every variant's seeds, scores, commits and cost, and the plot."""
+    lines = []
+    for env_id, entry in summary.items():
+        lines += [
+            f"### {env_id}",
+            "",
+            f"![{env_id}](../benchmarks/results/suite/{env_id}/{env_id}.png)",
+            "",
+        ]
+        for variant, stats in entry["variants"].items():
+            cells = []
+            for key, value in stats.items():
+                if "@" in key and value:
+                    scores = ", ".join(f"{x:,.0f}" for x in value["scores"])
+                    cells.append(f"{key.replace('@', ' at ')}: {_cell(value)}; seeds {scores}")
+            hours = ", ".join(f"{h:.2f}" for h in stats["wall_h"])
+            rate = ", ".join(f"{r:.1f}" for r in stats["env_steps_per_s"])
+            lines.append(
+                f"- `{variant}` (commits {', '.join(c[:7] for c in stats['commits'])}; wall "
+                f"{hours} h a run, {rate} env steps/s): "
+                + ("; ".join(cells) or "no budget reached")
+            )
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _cell(stats: dict | None) -> str:

@@ -478,7 +478,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(read_config_file(path))
 
 
 _ENUM_FIELDS: dict[str, dict[str, type[Enum]]] = {
@@ -486,6 +486,26 @@ _ENUM_FIELDS: dict[str, dict[str, type[Enum]]] = {
     "value": {"kind": ValueKind},
     "policy": {"kind": PolicyKind},
 }
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The JSON object in a config file, or a ConfigError in one line naming the file and
+    what is wrong with it (missing, unreadable, not JSON, not an object)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; a run folder keeps its settings there") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+            "restore it from a copy, or start a new run"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a JSON {type(data).__name__}, not a config object")
+    return data
 
 
 def check_run_kind(data: dict[str, Any], expected: str | None) -> None:
@@ -602,10 +622,15 @@ def presets() -> list[str]:
 
 
 def load_preset(name: str) -> TrainConfig:
-    """The preset ``name`` as a full config (unset fields keep their defaults)."""
-    if name not in presets():
-        raise ConfigError(f"unknown preset {name!r}; choose one of {presets()}")
-    return config_from_dict(json.loads((PRESET_DIR / f"{name}.json").read_text()))
+    """The preset ``name`` (shipped, or a path to a preset file of one's own) as a full config
+    (unset fields keep their defaults)."""
+    if name in presets():
+        return config_from_dict(read_config_file(PRESET_DIR / f"{name}.json"))
+    if name.endswith(".json") or os.sep in name:
+        return config_from_dict(read_config_file(name))
+    raise ConfigError(
+        f"unknown preset {name!r}; choose one of {presets()} or give a path to a .json file"
+    )
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

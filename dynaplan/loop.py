@@ -135,6 +135,7 @@ def resume(
                 f"not {config.total_steps}"
             )
         checkpoint = run.load_checkpoint()
+        run.check_metrics(checkpoint["iteration"] - 1)  # before anything is written
         if changes:
             resolve_device(config.device)
             config.save(run.config)

@@ -11,7 +11,6 @@ with ``snapshots`` also keeps the checkpoint of every evaluated controller under
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import re
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 import torch
 from filelock import FileLock, Timeout
 
+from dynaplan.config import read_config_file
 from dynaplan.errors import CheckpointError, ConfigError
 
 C = TypeVar("C")
@@ -216,8 +216,21 @@ class RunDir:
             complete = [r for r in rows if None not in r.values() and None not in r]
             self._rewrite_metrics([r for r in complete if float(r["iteration"]) <= up_to_iteration])
 
+    def check_metrics(self, iteration: int) -> None:
+        """Raise ConfigError where ``metrics.csv`` cannot go on from ``iteration`` rows: missing
+        after the first iteration, or garbled (resuming would lose its rows in silence)."""
+        if self.metrics.exists():
+            read_metrics(self.metrics)
+        elif iteration >= 1:
+            raise ConfigError(
+                f"{self.metrics} is missing, but the checkpoint has {iteration} iteration(s) "
+                "of metrics; restore the file from a copy before resuming"
+            )
+
     def keep_metrics_up_to(self, iteration: int) -> None:
-        """Drop rows after ``iteration`` (written after the checkpoint of a killed run)."""
+        """Drop rows after ``iteration`` (written after the checkpoint of a killed run), once
+        :meth:`check_metrics` has passed."""
+        self.check_metrics(iteration)
         if self.metrics.exists():
             kept = [r for r in self._metric_cells() if float(r["iteration"]) <= iteration]
             self._rewrite_metrics(kept)
@@ -241,7 +254,7 @@ def load_for_resume(
 def run_kind(run_dir: str | Path) -> str | None:
     """The ``kind`` a run folder's ``config.json`` declares (None for MBRL runs and non-runs)."""
     config = RunDir(run_dir).config
-    return json.loads(config.read_text()).get("kind") if config.is_file() else None
+    return read_config_file(config).get("kind") if config.is_file() else None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
@@ -250,7 +263,14 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    try:
         return [
             {key: float(value) if value != "" else math.nan for key, value in row.items()}
-            for row in csv.DictReader(f)
+            for row in rows
         ]
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"{path} is not a dynaplan metrics table ({exc}); restore it from a copy (a resumed "
+            "run rewrites only its own rows)"
+        ) from None

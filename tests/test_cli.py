@@ -247,3 +247,47 @@ class _Stop(Exception):
 
 def _stop():
     raise _Stop
+
+
+def test_a_corrupt_or_missing_file_of_a_run_folder_is_one_line_and_nothing_changes(
+    tmp_path, capsys
+):
+    run = tmp_path / "run"
+    assert main(tiny_train_args(run)) == 0
+    capsys.readouterr()
+    config, metrics = run / "config.json", run / "metrics.csv"
+    good_config, good_metrics = config.read_text(), metrics.read_text()
+
+    config.write_text(good_config[:-20])
+    for command in (["train", "--resume", str(run)], ["evaluate", str(run)]):
+        assert main(command) == 2
+        assert "config.json is not valid JSON" in one_line_error(capsys)
+    config.write_text(good_config)
+
+    metrics.write_text(good_metrics.replace("\n1,", "\nbanana,", 1))
+    assert main(["train", "--resume", str(run), "--total-steps", "400"]) == 2
+    assert "is not a dynaplan metrics table" in one_line_error(capsys)
+    assert main(["compare", str(run), "--out", str(tmp_path / "cmp")]) == 2
+    assert "is not a dynaplan metrics table" in one_line_error(capsys)
+    assert "banana" in metrics.read_text()  # refused, not rewritten
+
+    metrics.unlink()
+    assert main(["train", "--resume", str(run), "--total-steps", "400"]) == 2
+    assert "metrics.csv is missing" in one_line_error(capsys)
+    assert config.read_text() == good_config
+
+
+def test_a_preset_is_a_shipped_name_or_a_path(tmp_path, capsys):
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"preset": "pendulum", "horizon": 4}))
+    started = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop, "train", lambda config, out: started.append(config) or _stop())
+        with pytest.raises(_Stop):
+            main(["train", "--preset", str(mine), "--out", "unused"])
+    assert started[0] == load_preset("pendulum").with_fields({"horizon": 4})
+    (tmp_path / "broken.json").write_text("{")
+    assert main(["train", "--preset", str(tmp_path / "broken.json")]) == 2
+    assert "broken.json is not valid JSON" in one_line_error(capsys)
+    assert main(["train", "--preset", "nope"]) == 2
+    assert "give a path to a .json file" in one_line_error(capsys)

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from dynaplan.agents.factory import resolve_device
 from dynaplan.analysis.curves import plot_learning_curve
-from dynaplan.config import check_run_kind
+from dynaplan.config import check_run_kind, read_config_file
 from dynaplan.envs import make_env
 from dynaplan.errors import CheckpointError, ConfigError
 from dynaplan.evaluation import evaluate, evaluation_seed
@@ -241,7 +241,7 @@ class BaselineConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> BaselineConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(read_config_file(path))
 
 
 class ZeroAgent:

@@ -47,7 +47,7 @@ from dynaplan import tasks
 from dynaplan.agents.baselines import Recorder, SB3Agent
 from dynaplan.agents.factory import build_dynamics, resolve_device
 from dynaplan.buffer import ReplayBuffer
-from dynaplan.config import MODEL_KINDS, ModelConfig, check_run_kind
+from dynaplan.config import MODEL_KINDS, ModelConfig, check_run_kind, read_config_file
 from dynaplan.envs import make_env
 from dynaplan.errors import ConfigError
 from dynaplan.loop import Collector, RunResult
@@ -231,7 +231,7 @@ class MBPOConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> MBPOConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(read_config_file(path))
 
 
 @dataclass

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from dynaplan.agents.factory import load_mpc_agent
+from dynaplan.config import read_config_file
 from dynaplan.envs import make_env
 from dynaplan.evaluation import evaluate
 from dynaplan.planners import make_planner
@@ -79,7 +80,7 @@ def write_planner_comparison(
     """``planner_comparison.json`` and ``.png`` (return and ms per step per planner) in ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = json.loads((Path(run_dir) / "config.json").read_text())
+    config = read_config_file(Path(run_dir) / "config.json")
     summary = {
         "run_dir": str(run_dir),
         "env": config["env"],

@@ -230,6 +230,7 @@ class ActorCriticTrainer:
         self.trained_on = 0
         """Transitions in the buffer at the last fit."""
         self.bounds_set = False
+        self.last_entropy = math.nan
         self._new_optimizers()
 
     def _new_optimizers(self) -> None:
@@ -355,6 +356,7 @@ class ActorCriticTrainer:
         alpha_loss = -self.log_alpha.exp() * (self.target_entropy - entropy)
         actor_params = [*self.actor.parameters(), self.log_alpha]
         self._step(self.actor_optimizer, alpha_loss - objective, actor_params)
+        self.last_entropy = entropy.item()
         return objective.item()
 
     def fit(
@@ -371,12 +373,13 @@ class ActorCriticTrainer:
         self.refill_starts(buffer, rng)
         for _ in range(self.critic_warmup):
             self.update(train_actor=False)
-        objectives = []
+        objectives, entropies = [], []
         bar = tqdm(range(updates), desc="actor-critic", leave=False, disable=not progress)
         for step in bar:
             if step and step % self.rollout_every == 0:
                 self.refill_starts(buffer, rng)
             objectives.append(self.update())
+            entropies.append(self.last_entropy)
             if step % 100 == 0:
                 bar.set_postfix(
                     objective=f"{objectives[-1]:.1f}",
@@ -384,7 +387,14 @@ class ActorCriticTrainer:
                     q=f"[{self.critic.q_low.item():.0f}, {self.critic.q_high.item():.0f}]",
                 )
         bar.close()
-        return PolicyFit(float(np.mean(objectives[-100:])) if objectives else math.nan, False)
+        if not objectives:
+            return PolicyFit(math.nan, False, alpha=self.alpha.item())
+        return PolicyFit(
+            float(np.mean(objectives[-100:])),
+            False,
+            alpha=self.alpha.item(),
+            entropy=float(np.mean(entropies[-100:])),
+        )
 
     def state_dict(self) -> dict:
         return {

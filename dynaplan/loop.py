@@ -479,6 +479,8 @@ def _run(
                 float(policy_fit.kept_previous) if pi.enabled and pi.check_horizon else math.nan
             ),
             "policy_check_return": policy_fit.check_return,
+            "policy_alpha": policy_fit.alpha,
+            "policy_entropy": policy_fit.entropy,
             "plan_ms_per_step": plan_ms,
             "model_fit_s": fit_seconds,
             "value_fit_s": value_seconds if critic is not None else math.nan,

@@ -94,6 +94,10 @@ class PolicyFit:
     with ``check_against_best`` the best so far."""
     check_return: float = math.nan
     """The kept policy's start-state check return (NaN without the check)."""
+    alpha: float = math.nan
+    """An actor-critic's entropy weight after the fit (NaN for the deterministic prior)."""
+    entropy: float = math.nan
+    """An actor-critic's mean entropy estimate ``−log π`` over its last 100 updates."""
 
 
 class PolicyTrainer:

@@ -42,6 +42,8 @@ METRIC_COLUMNS = (
     "policy_kept_previous",
     "policy_check_return",
     "policy_eval_return",
+    "policy_alpha",
+    "policy_entropy",
     "plan_ms_per_step",
     "model_fit_s",
     "value_fit_s",

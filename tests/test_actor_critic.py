@@ -154,6 +154,7 @@ def test_the_loop_trains_an_actor_critic_that_resumes_and_evaluates_with_and_wit
     row = result.metrics[-1]
     assert row["env_steps"] == 400 and math.isfinite(row["eval_return_mean"])
     assert math.isfinite(row["policy_eval_return"]) and math.isfinite(row["policy_return"])
+    assert row["policy_alpha"] > 0 and math.isfinite(row["policy_entropy"])
     agent, _ = load_mpc_agent(run, device="cpu")
     assert isinstance(agent.policy, GaussianActor) and isinstance(agent.terminal_value, SoftValue)
     assert agent.terminal_value.critic.q_low < agent.terminal_value.critic.q_high

@@ -450,3 +450,15 @@ def test_a_branch_copies_only_complete_metrics_rows_up_to_its_point(tmp_path):
     assert [row["iteration"] for row in copy.read_metrics()] == [1, 2]
     copy.copy_metrics_from(source, up_to_iteration=9)
     assert [row["iteration"] for row in copy.read_metrics()] == [1, 2, 3]
+
+
+def test_importing_dynaplan_loads_no_plotting_ray_or_sb3():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dynaplan; "
+        "print(sorted(m for m in ('matplotlib', 'ray', 'stable_baselines3') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

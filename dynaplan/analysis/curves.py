@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 
 def plot_learning_curve(rows: list[dict[str, float]], path: str | Path, title: str) -> None:
-    """Evaluation return (mean ± std) against env steps, saved as PNG."""
+    """Evaluation return (mean ± std), the policy alone where it was evaluated too, and the
+    training episodes' return against env steps, saved as PNG."""
+    # imported here, so that importing dynaplan (whose loop draws this) loads no matplotlib
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     steps = np.array([r["env_steps"] for r in rows])
     mean = np.array([r["eval_return_mean"] for r in rows])
     std = np.array([r["eval_return_std"] for r in rows])
@@ -20,6 +23,10 @@ def plot_learning_curve(rows: list[dict[str, float]], path: str | Path, title: s
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(steps[evaluated], mean[evaluated], marker="o", label="evaluation return")
     ax.fill_between(steps[evaluated], (mean - std)[evaluated], (mean + std)[evaluated], alpha=0.25)
+    policy = np.array([r.get("policy_eval_return", np.nan) for r in rows])
+    if np.isfinite(policy).any():
+        alone = np.isfinite(policy)
+        ax.plot(steps[alone], policy[alone], marker=".", label="policy alone")
     train = np.array([r["train_return"] for r in rows])
     finite = np.isfinite(train)  # NaN where no training episode ended in an iteration
     if finite.any():

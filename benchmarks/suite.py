@@ -53,7 +53,7 @@ def _read_metrics(path: Path) -> list[dict[str, float]]:
         ]
 
 
-def add(run_dir: Path, variant: str, commit: str | None) -> Path:
+def add(run_dir: Path, variant: str, commit: str | None, note: str = "") -> Path:
     """Copy a finished run into the suite folder; returns the seed folder."""
     config = json.loads((run_dir / "config.json").read_text())
     metrics = _read_metrics(run_dir / "metrics.csv")
@@ -82,6 +82,7 @@ def add(run_dir: Path, variant: str, commit: str | None) -> Path:
         "wall_s": wall,
         "env_steps_per_s": metrics[-1]["env_steps"] / wall,
         "machine": f"{platform.machine()} CPU, {config.get('threads', 1)} torch thread(s)",
+        "note": note,
     }
     (target / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     return target
@@ -230,21 +231,23 @@ def _cell(stats: dict | None) -> str:
 
 
 def table(summary: dict) -> str:
-    """A markdown table: per task and budget, dynaplan's default recipe (MPC and actor alone)
-    and the anchors, each as IQM [95% CI] (seeds)."""
+    """A markdown table: per task and budget, each dynaplan recipe (the default first; MPC and
+    its policy alone) and the anchors, each as IQM [95% CI] (seeds)."""
     lines = [
-        "| task (v5), budget | dynaplan MPC | dynaplan actor alone | DHMBPO (v4) | MBPO (v4) "
+        "| task (v5), budget | dynaplan recipe | MPC | policy alone | DHMBPO (v4) | MBPO (v4) "
         "| SAC (v4) |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for env_id, entry in summary.items():
-        default = entry["variants"].get("default", {})
+        variants = sorted(entry["variants"], key=lambda name: (name != "default", name))
         for b in entry["budgets"]:
             anchors = [_cell(entry["anchors"][label][str(b)]) for label in ANCHOR_METHODS.values()]
-            lines.append(
-                f"| {env_id} {b // 1000}k | {_cell(default.get(f'mpc@{b}'))} | "
-                f"{_cell(default.get(f'actor@{b}'))} | {' | '.join(anchors)} |"
-            )
+            for name in variants or ["–"]:
+                stats = entry["variants"].get(name, {})
+                lines.append(
+                    f"| {env_id} {b // 1000}k | {name} | {_cell(stats.get(f'mpc@{b}'))} | "
+                    f"{_cell(stats.get(f'actor@{b}'))} | {' | '.join(anchors)} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -296,10 +299,11 @@ def main() -> None:
     adding.add_argument("run_dir", type=Path)
     adding.add_argument("--variant", default="default")
     adding.add_argument("--commit", default=None, help="the code's commit (default: HEAD)")
+    adding.add_argument("--note", default="", help="how it ran (what else shared the CPU)")
     commands.add_parser("report", help="summary.json, table.md and plots")
     args = parser.parse_args()
     if args.command == "add":
-        print(add(args.run_dir, args.variant, args.commit))
+        print(add(args.run_dir, args.variant, args.commit, args.note))
     else:
         print(table(report()))
 

@@ -271,17 +271,20 @@ def _plot(env_id: str, env_dir: Path, entry: dict) -> None:
                 alpha=0.5,
                 label=f"{label} (v4, erl_lib)" if i == 0 else None,
             )
-    for variant_dir in sorted(p for p in env_dir.iterdir() if p.is_dir()):
+    palette = ["tab:blue", "tab:purple", "tab:orange", "tab:brown", "tab:cyan"]
+    variant_dirs = sorted(p for p in env_dir.iterdir() if p.is_dir())
+    for colour, variant_dir in zip(palette, variant_dirs, strict=False):
         for i, curve in enumerate(_seed_curves(variant_dir).values()):
-            for name, style in (("mpc", "-"), ("actor", "--")):
+            for name, style, width in (("mpc", "-", 1.6), ("actor", ":", 1.0)):
                 keep = np.isfinite(curve[name])
+                what = "MPC" if name == "mpc" else "policy alone"
                 ax.plot(
                     curve["steps"][keep],
                     curve[name][keep],
                     style,
-                    color="tab:blue",
-                    lw=1.4,
-                    label=f"dynaplan {variant_dir.name} {name}" if i == 0 else None,
+                    color=colour,
+                    lw=width,
+                    label=f"dynaplan {variant_dir.name}: {what}" if i == 0 else None,
                 )
     ax.set_xlabel("env steps")
     ax.set_ylabel("evaluation return")

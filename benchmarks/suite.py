@@ -88,6 +88,38 @@ def add(run_dir: Path, variant: str, commit: str | None, note: str = "") -> Path
     return target
 
 
+FINAL_SEED = 12_345
+"""First reset seed of the final evaluations: episodes no evaluation during training saw."""
+
+
+def final(run_dir: Path, seed_dir: Path, episodes: int) -> dict:
+    """Evaluate a finished run's last checkpoint on ``episodes`` fresh episodes, planning and
+    with its policy alone; writes ``final_eval.json`` into its seed folder."""
+    import torch
+
+    from dynaplan.agents.factory import load_mpc_agent
+    from dynaplan.envs import make_env
+    from dynaplan.evaluation import evaluate
+    from dynaplan.policy import PolicyAgent
+
+    torch.set_num_threads(1)
+    agent, config = load_mpc_agent(run_dir, device="cpu")
+    env = make_env(config.env, **config.env_kwargs)
+    result = {"episodes": episodes, "first_reset_seed": FINAL_SEED}
+    agents = {"mpc": agent, "policy_alone": PolicyAgent(agent.policy)} if agent.policy else {}
+    for name, acting in (agents or {"mpc": agent}).items():
+        scores = evaluate(acting, env, episodes, FINAL_SEED)
+        result[name] = {
+            "mean": scores.mean,
+            "std": scores.std,
+            "returns": scores.returns,
+            "lengths": scores.lengths,
+        }
+    env.close()
+    (seed_dir / "final_eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def _at(steps: np.ndarray, values: np.ndarray, budget: int) -> float:
     """The curve ``values(steps)`` at ``budget``, linearly interpolated (NaN past its end)."""
     keep = np.isfinite(values)
@@ -169,6 +201,11 @@ def report() -> dict:
                 "commits": sorted({r["commit"] for r in runs}),
                 "wall_h": [round(r["wall_s"] / 3600, 2) for r in runs],
                 "env_steps_per_s": [round(r["env_steps_per_s"], 1) for r in runs],
+                "final": {
+                    s: json.loads(path.read_text())
+                    for s in curves
+                    if (path := variant_dir / s / "final_eval.json").is_file()
+                },
                 **{f"{name}@{b}": _summarise(curves, name, b) for name in COLUMNS for b in budgets},
             }
         for method, label in ANCHOR_METHODS.items():
@@ -214,6 +251,13 @@ def _details(summary: dict) -> str:
                     cells.append(f"{key.replace('@', ' at ')}: {_cell(value)}; seeds {scores}")
             hours = ", ".join(f"{h:.2f}" for h in stats["wall_h"])
             rate = ", ".join(f"{r:.1f}" for r in stats["env_steps_per_s"])
+            for seed, result in stats["final"].items():
+                parts = [
+                    f"{name.replace('_', ' ')} {result[name]['mean']:,.0f} ± {result[name]['std']:,.0f}"
+                    for name in ("mpc", "policy_alone")
+                    if name in result
+                ]
+                cells.append(f"{seed} on {result['episodes']} fresh episodes: {', '.join(parts)}")
             lines.append(
                 f"- `{variant}` (commits {', '.join(c[:7] for c in stats['commits'])}; wall "
                 f"{hours} h a run, {rate} env steps/s): "
@@ -303,10 +347,16 @@ def main() -> None:
     adding.add_argument("--variant", default="default")
     adding.add_argument("--commit", default=None, help="the code's commit (default: HEAD)")
     adding.add_argument("--note", default="", help="how it ran (what else shared the CPU)")
+    finals = commands.add_parser("final", help="fresh episodes of a run's last checkpoint")
+    finals.add_argument("run_dir", type=Path)
+    finals.add_argument("seed_dir", type=Path, help="its folder under the suite results")
+    finals.add_argument("--episodes", type=int, default=10)
     commands.add_parser("report", help="summary.json, table.md and plots")
     args = parser.parse_args()
     if args.command == "add":
         print(add(args.run_dir, args.variant, args.commit, args.note))
+    elif args.command == "final":
+        print(json.dumps(final(args.run_dir, args.seed_dir, args.episodes)))
     else:
         print(table(report()))
 

@@ -253,9 +253,9 @@ def _details(summary: dict) -> str:
             rate = ", ".join(f"{r:.1f}" for r in stats["env_steps_per_s"])
             for seed, result in stats["final"].items():
                 parts = [
-                    f"{name.replace('_', ' ')} {result[name]['mean']:,.0f} ± {result[name]['std']:,.0f}"
+                    f"{name.replace('_', ' ')} {score['mean']:,.0f} ± {score['std']:,.0f}"
                     for name in ("mpc", "policy_alone")
-                    if name in result
+                    if (score := result.get(name))
                 ]
                 cells.append(f"{seed} on {result['episodes']} fresh episodes: {', '.join(parts)}")
             lines.append(

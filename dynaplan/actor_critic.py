@@ -41,7 +41,7 @@ from dynaplan.errors import ConfigError, TrainingDivergedError
 from dynaplan.models import DynamicsModel
 from dynaplan.models.ensemble import ACTIVATIONS, EnsembleLinear
 from dynaplan.models.trainer import load_optimizer_state
-from dynaplan.policy import PolicyFit
+from dynaplan.policy import BoundedPolicy, PolicyFit
 from dynaplan.tasks import Task
 from dynaplan.types import Propagation
 
@@ -49,8 +49,8 @@ LOG_STD_BOUNDS = (-5.0, 2.0)
 """Soft bounds of the actor's log standard deviation (before the tanh squashing)."""
 
 
-class GaussianActor(nn.Module):
-    """A tanh-squashed Gaussian policy over ``[low, high]`` actions.
+class GaussianActor(BoundedPolicy):
+    """A tanh-squashed Gaussian policy over ``[low, high]`` actions, on raw observations.
 
     Calling it gives the deterministic action ``mid + half_range · tanh(μ(s))`` ``[N, A]``
     for ``obs [N, S]``, so it stands wherever the deterministic prior does (planner
@@ -67,18 +67,7 @@ class GaussianActor(nn.Module):
         num_layers: int = 2,
         activation: str = "silu",
     ) -> None:
-        super().__init__()
-        if hidden_size <= 0 or num_layers <= 0:
-            raise ConfigError("the actor needs a positive hidden_size and num_layers")
-        low = torch.as_tensor(action_low, dtype=torch.float32)
-        high = torch.as_tensor(action_high, dtype=torch.float32)
-        sizes = [obs_dim] + [hidden_size] * num_layers
-        layers: list[nn.Module] = []
-        for n_in, n_out in itertools.pairwise(sizes):
-            layers += [nn.Linear(n_in, n_out), ACTIVATIONS[activation]()]
-        self.net = nn.Sequential(*layers, nn.Linear(hidden_size, 2 * low.numel()))
-        self.register_buffer("mid", (high + low) / 2)
-        self.register_buffer("half_range", (high - low) / 2)
+        super().__init__(obs_dim, action_low, action_high, hidden_size, num_layers, activation, 2)
 
     def _gaussian(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         mean, raw_log_std = self.net(obs).chunk(2, dim=-1)
@@ -87,7 +76,7 @@ class GaussianActor(nn.Module):
 
     def forward(self, obs: Tensor) -> Tensor:
         mean, _ = self._gaussian(obs)
-        return self.mid + self.half_range * torch.tanh(mean)
+        return self.squash(mean)
 
     def sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """Reparameterised ``(actions [N, A], log π [N])``; the density is that of the squashed
@@ -99,7 +88,7 @@ class GaussianActor(nn.Module):
         # log(1 - tanh(u)^2), written stably
         squash = 2 * (math.log(2) - u - F.softplus(-2 * u))
         log_prob = (gaussian - squash).sum(-1)
-        return self.mid + self.half_range * torch.tanh(u), log_prob
+        return self.squash(u), log_prob
 
 
 class QEnsemble(nn.Module):

@@ -37,8 +37,10 @@ from dynaplan.planners.objective import TerminalValue, discounted_returns
 from dynaplan.tasks import Task
 
 
-class PolicyPrior(nn.Module):
-    """``π(obs [N, S]) -> actions [N, A]`` in env units, ``mid + half_range · tanh(MLP)``.
+class BoundedPolicy(nn.Module):
+    """An MLP from observations ``[N, S]`` to ``outputs_per_action`` values per action
+    dimension, and the box ``[low, high]`` its actions are squashed into: the shared body of
+    the deterministic prior and of the actor-critic's Gaussian actor.
 
     Args:
         action_low, action_high: ``[A]`` bounds of the action space.
@@ -50,26 +52,50 @@ class PolicyPrior(nn.Module):
         obs_dim: int,
         action_low: np.ndarray | Tensor,
         action_high: np.ndarray | Tensor,
-        hidden_size: int = 256,
-        num_layers: int = 2,
-        activation: str = "silu",
+        hidden_size: int,
+        num_layers: int,
+        activation: str,
+        outputs_per_action: int = 1,
     ) -> None:
         super().__init__()
         if hidden_size <= 0 or num_layers <= 0:
-            raise ConfigError("the policy prior needs a positive hidden_size and num_layers")
+            raise ConfigError(
+                f"{type(self).__name__} needs a positive hidden_size and num_layers; got "
+                f"{hidden_size}, {num_layers}"
+            )
         low = torch.as_tensor(action_low, dtype=torch.float32)
         high = torch.as_tensor(action_high, dtype=torch.float32)
         sizes = [obs_dim] + [hidden_size] * num_layers
         layers: list[nn.Module] = []
         for n_in, n_out in itertools.pairwise(sizes):
             layers += [nn.Linear(n_in, n_out), ACTIVATIONS[activation]()]
-        self.net = nn.Sequential(*layers, nn.Linear(hidden_size, low.numel()))
-        self.obs_norm = Normalizer(obs_dim)
+        self.net = nn.Sequential(*layers, nn.Linear(hidden_size, outputs_per_action * low.numel()))
         self.register_buffer("mid", (high + low) / 2)
         self.register_buffer("half_range", (high - low) / 2)
 
+    def squash(self, u: Tensor) -> Tensor:
+        """``mid + half_range · tanh(u)``: ``[..., A]`` in env units."""
+        return self.mid + self.half_range * torch.tanh(u)
+
+
+class PolicyPrior(BoundedPolicy):
+    """``π(obs [N, S]) -> actions [N, A]`` in env units, ``mid + half_range · tanh(MLP)``, on
+    observations standardised with statistics fitted to the buffer."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_low: np.ndarray | Tensor,
+        action_high: np.ndarray | Tensor,
+        hidden_size: int = 256,
+        num_layers: int = 2,
+        activation: str = "silu",
+    ) -> None:
+        super().__init__(obs_dim, action_low, action_high, hidden_size, num_layers, activation)
+        self.obs_norm = Normalizer(obs_dim)
+
     def forward(self, obs: Tensor) -> Tensor:
-        return self.mid + self.half_range * torch.tanh(self.net(self.obs_norm.normalize(obs)))
+        return self.squash(self.net(self.obs_norm.normalize(obs)))
 
 
 def propose(model: DynamicsModel, policy: PolicyPrior, obs: Tensor, horizon: int) -> Tensor:

@@ -58,16 +58,7 @@ class GaussianActor(BoundedPolicy):
     log-densities for learning and exploration.
     """
 
-    def __init__(
-        self,
-        obs_dim: int,
-        action_low: np.ndarray | Tensor,
-        action_high: np.ndarray | Tensor,
-        hidden_size: int = 256,
-        num_layers: int = 2,
-        activation: str = "silu",
-    ) -> None:
-        super().__init__(obs_dim, action_low, action_high, hidden_size, num_layers, activation, 2)
+    outputs_per_action = 2  # the mean and the raw log-std of each action dimension
 
     def _gaussian(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         mean, raw_log_std = self.net(obs).chunk(2, dim=-1)

@@ -22,6 +22,7 @@ import copy
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,15 +48,16 @@ class BoundedPolicy(nn.Module):
         hidden_size, num_layers: the MLP's width and depth.
     """
 
+    outputs_per_action = 1
+
     def __init__(
         self,
         obs_dim: int,
         action_low: np.ndarray | Tensor,
         action_high: np.ndarray | Tensor,
-        hidden_size: int,
-        num_layers: int,
-        activation: str,
-        outputs_per_action: int = 1,
+        hidden_size: int = 256,
+        num_layers: int = 2,
+        activation: str = "silu",
     ) -> None:
         super().__init__()
         if hidden_size <= 0 or num_layers <= 0:
@@ -69,7 +71,8 @@ class BoundedPolicy(nn.Module):
         layers: list[nn.Module] = []
         for n_in, n_out in itertools.pairwise(sizes):
             layers += [nn.Linear(n_in, n_out), ACTIVATIONS[activation]()]
-        self.net = nn.Sequential(*layers, nn.Linear(hidden_size, outputs_per_action * low.numel()))
+        out_size = self.outputs_per_action * low.numel()
+        self.net = nn.Sequential(*layers, nn.Linear(hidden_size, out_size))
         self.register_buffer("mid", (high + low) / 2)
         self.register_buffer("half_range", (high - low) / 2)
 
@@ -80,18 +83,11 @@ class BoundedPolicy(nn.Module):
 
 class PolicyPrior(BoundedPolicy):
     """``π(obs [N, S]) -> actions [N, A]`` in env units, ``mid + half_range · tanh(MLP)``, on
-    observations standardised with statistics fitted to the buffer."""
+    observations standardised with statistics fitted to the buffer (the arguments are
+    :class:`BoundedPolicy`'s)."""
 
-    def __init__(
-        self,
-        obs_dim: int,
-        action_low: np.ndarray | Tensor,
-        action_high: np.ndarray | Tensor,
-        hidden_size: int = 256,
-        num_layers: int = 2,
-        activation: str = "silu",
-    ) -> None:
-        super().__init__(obs_dim, action_low, action_high, hidden_size, num_layers, activation)
+    def __init__(self, obs_dim: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(obs_dim, *args, **kwargs)
         self.obs_norm = Normalizer(obs_dim)
 
     def forward(self, obs: Tensor) -> Tensor:

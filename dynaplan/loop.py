@@ -333,6 +333,8 @@ def _run(
                 checkpoint["policy_return"],
                 checkpoint.get("policy_kept_previous", False),
                 checkpoint.get("policy_check_return", math.nan),
+                checkpoint.get("policy_alpha", math.nan),
+                checkpoint.get("policy_entropy", math.nan),
             )
         wall_offset = checkpoint["wall_s"]
         run.keep_metrics_up_to(first_iteration - 1)
@@ -378,6 +380,8 @@ def _run(
                         "policy_return": policy_fit.imagined_return,
                         "policy_kept_previous": policy_fit.kept_previous,
                         "policy_check_return": policy_fit.check_return,
+                        "policy_alpha": policy_fit.alpha,
+                        "policy_entropy": policy_fit.entropy,
                     }
                 ),
             }

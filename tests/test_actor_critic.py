@@ -58,12 +58,18 @@ def test_critic_outputs_read_in_the_return_range_and_clip_into_it():
     }
 
 
-def test_ts1_takes_rows_that_are_no_multiple_of_the_elites():
+@pytest.mark.parametrize("rows", [1, 2, 3, 7, 11])
+def test_ts1_takes_rows_that_are_no_multiple_of_the_elites(rows):
     torch.manual_seed(0)
-    model = DynamicsModel(3, 2, ensemble_size=5, hidden_size=8, probabilistic=True)
-    obs, action = torch.randn(7, 3), torch.randn(7, 2, requires_grad=True)
+    model = DynamicsModel(3, 2, ensemble_size=5, hidden_size=8)
+    obs, action = torch.randn(rows, 3), torch.randn(rows, 2, requires_grad=True)
     next_obs = model.step(obs, action, Propagation.TS1)
-    assert next_obs.shape == (7, 3) and torch.isfinite(next_obs).all()
+    assert next_obs.shape == (rows, 3) and torch.isfinite(next_obs).all()
+    # each row is one member's prediction for that row
+    x = model.normalized_inputs(obs, action)
+    every = obs + model.target_norm.denormalize(model(x.expand(5, rows, 5))[0])  # [E, N, S]
+    matches = (every - next_obs[None]).abs().amax(-1) < 1e-5  # [E, N]
+    assert (matches.sum(0) >= 1).all()
     next_obs.sum().backward()
     assert action.grad is not None and (action.grad.abs().sum(-1) > 0).all()
 
@@ -160,6 +166,7 @@ def test_the_loop_trains_an_actor_critic_that_resumes_and_evaluates_with_and_wit
     assert agent.terminal_value.critic.q_low < agent.terminal_value.critic.q_high
     resumed = loop.resume(run, changes={"total_steps": 500})
     assert resumed.metrics[-1]["env_steps"] == 500
+    assert all(math.isfinite(r["policy_alpha"]) for r in resumed.metrics)
     capsys.readouterr()
     assert main(["evaluate", str(run), "--episodes", "1", "--no-plan"]) == 0
     assert main(["evaluate", str(run), "--episodes", "1"]) == 0

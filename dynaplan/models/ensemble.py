@@ -176,8 +176,8 @@ class DynamicsModel(nn.Module):
             )
             padded = -(-n // m) * m  # TS1 pads the shuffled rows up to a multiple of m
             if order is not None:
-                x = x[order]
-                x = torch.cat([x, x[: padded - n]])
+                # pad by repeating rows (the padding's predictions are dropped below)
+                x = x[order][torch.arange(padded, device=x.device) % n]
             mean, logvar = self(x.view(padded // m, m, -1).transpose(0, 1), self._elite_indices())
             if logvar is not None:
                 noise = torch.randn(mean.shape, generator=generator, device=x.device)

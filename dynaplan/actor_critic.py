@@ -29,6 +29,7 @@ import copy
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from dynaplan.buffer import ReplayBuffer
 from dynaplan.errors import ConfigError, TrainingDivergedError
 from dynaplan.models import DynamicsModel
 from dynaplan.models.ensemble import ACTIVATIONS, EnsembleLinear
+from dynaplan.models.normalizer import Normalizer
 from dynaplan.models.trainer import load_optimizer_state
 from dynaplan.policy import BoundedPolicy, PolicyFit
 from dynaplan.tasks import Task
@@ -60,7 +62,16 @@ class GaussianActor(BoundedPolicy):
 
     outputs_per_action = 2  # the mean and the raw log-std of each action dimension
 
+    def __init__(
+        self, obs_dim: int, *args: Any, normalize_obs: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(obs_dim, *args, **kwargs)
+        self.obs_norm = Normalizer(obs_dim) if normalize_obs else None
+        """Standardises observations with the buffer's statistics (refitted at each fit)."""
+
     def _gaussian(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        if self.obs_norm is not None:
+            obs = self.obs_norm.normalize(obs)
         mean, raw_log_std = self.net(obs).chunk(2, dim=-1)
         low, high = LOG_STD_BOUNDS
         return mean, low + 0.5 * (high - low) * (torch.tanh(raw_log_std) + 1)
@@ -88,6 +99,14 @@ class QEnsemble(nn.Module):
     Each member's raw output ``y`` reads as ``center + width · y``, with ``center`` and ``width``
     the midpoint and half-width of ``[q_low, q_high]`` (buffers the trainer moves with the
     rewards it sees), so the network works near unit scale on every task.
+
+    Args:
+        normalize_obs: standardise observations with the buffer's statistics.
+        layer_norm: DHMBPO's critic: a LayerNorm (without affine) before every layer after
+            the first, the head included, and a zero-initialised head (every member starts
+            at the middle of the range).
+        dropout: dropout rate after each hidden layer while the critics learn
+            (``members(..., dropout=True)``).
     """
 
     def __init__(
@@ -98,31 +117,56 @@ class QEnsemble(nn.Module):
         hidden_size: int = 256,
         num_layers: int = 2,
         activation: str = "silu",
+        normalize_obs: bool = False,
+        layer_norm: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if min(ensemble_size, hidden_size, num_layers) <= 0:
-            raise ConfigError("the critic ensemble needs positive sizes")
+        if min(ensemble_size, hidden_size, num_layers) <= 0 or not 0 <= dropout < 1:
+            raise ConfigError("the critic ensemble needs positive sizes and dropout in [0, 1)")
         sizes = [obs_dim + act_dim] + [hidden_size] * num_layers
         self.hidden = nn.ModuleList(
             EnsembleLinear(ensemble_size, n_in, n_out) for n_in, n_out in itertools.pairwise(sizes)
         )
         self.head = EnsembleLinear(ensemble_size, hidden_size, 1)
+        self.layer_norm, self.dropout = layer_norm, dropout
+        if layer_norm:
+            with torch.no_grad():
+                self.head.weight.zero_()
+                self.head.bias.zero_()
+        self.obs_norm = Normalizer(obs_dim) if normalize_obs else None
         self.activation = ACTIVATIONS[activation]()
         self.ensemble_size = ensemble_size
         self.register_buffer("q_low", torch.tensor(-1.0))
         self.register_buffer("q_high", torch.tensor(1.0))
 
-    def members(self, obs: Tensor, action: Tensor) -> Tensor:
-        """Every member's ``Q`` ``[E, N]`` of ``obs [N, S]``, ``action [N, A]``."""
+    def members(self, obs: Tensor, action: Tensor, dropout: bool = False) -> Tensor:
+        """Every member's ``Q`` ``[E, N]`` of ``obs [N, S]``, ``action [N, A]``; with
+        ``dropout`` the hidden layers drop units at the critic's rate."""
+        if self.obs_norm is not None:
+            obs = self.obs_norm.normalize(obs)
         x = torch.cat([obs, action], dim=-1).expand(self.ensemble_size, -1, -1)
-        for layer in self.hidden:
-            x = self.activation(layer(x))
+        for i, layer in enumerate(self.hidden):
+            x = layer(self._normed(x) if i else x)
+            if dropout and self.dropout:
+                x = F.dropout(x, self.dropout)
+            x = self.activation(x)
         center, width = (self.q_high + self.q_low) / 2, (self.q_high - self.q_low) / 2
-        return center + width * self.head(x).squeeze(-1)
+        return center + width * self.head(self._normed(x)).squeeze(-1)
+
+    def _normed(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, x.shape[-1:], eps=1e-5) if self.layer_norm else x
 
     def clipped(self, values: Tensor) -> Tensor:
         """``values`` clipped into ``[q_low, q_high]``."""
         return torch.minimum(torch.maximum(values, self.q_low), self.q_high)
+
+    def pessimistic(self, values: Tensor) -> Tensor:
+        """``[N]`` minimum over two members of ``values [E, N]``, a random pair per call when
+        there are more than two (randomised ensembled double Q-learning, Chen et al. 2021)."""
+        if self.ensemble_size > 2:
+            values = values[torch.randperm(self.ensemble_size, device=values.device)[:2]]
+        return values.min(0).values
 
 
 class SoftValue(nn.Module):
@@ -183,6 +227,7 @@ class ActorCriticTrainer:
         tau: float = 0.005,
         init_alpha: float = 0.1,
         reward_quantile: float = 0.01,
+        rollout_states: int = 0,
     ) -> None:
         if min(horizon, batch_size, rollout_horizon, rollout_every, rollouts_kept) <= 0:
             raise ConfigError(
@@ -202,10 +247,11 @@ class ActorCriticTrainer:
         self.critic_warmup = critic_warmup
         self.rollout_horizon, self.rollout_every = rollout_horizon, rollout_every
         self.reward_quantile = reward_quantile
+        self.rollout_states = rollout_states
         device = actor.mid.device
         self.log_alpha = torch.tensor(math.log(init_alpha), device=device, requires_grad=True)
         self.target_entropy = -float(actor.mid.numel())
-        self.capacity = rollouts_kept * rollout_every * batch_size
+        self.capacity = rollouts_kept * max(rollout_every * batch_size, rollout_states)
         self.starts = torch.empty(0, model.obs_dim, device=device)
         self.trained_on = 0
         """Transitions in the buffer at the last fit."""
@@ -253,15 +299,18 @@ class ActorCriticTrainer:
         )
 
     def refill_starts(self, buffer: ReplayBuffer, rng: np.random.Generator) -> None:
-        """One distribution rollout: ``batch_size`` real states rolled ``rollout_horizon``
-        steps out; every state reached before a predicted termination joins the start-state
-        buffer (first in, first out, ``rollouts_kept`` rounds)."""
-        device = self.actor.mid.device
-        rows = rng.integers(len(buffer), size=self.batch_size)
-        with torch.no_grad():
-            rollout = self.imagine(buffer.batch(rows, device).obs, self.rollout_horizon)
-        states = torch.stack(rollout.states)[rollout.alive.bool()]  # [M, S]
-        self.starts = torch.cat([self.starts, states])[-self.capacity :]
+        """One distribution rollout: batches of ``batch_size`` real states rolled
+        ``rollout_horizon`` steps out until at least ``rollout_states`` states (one batch for
+        0) were reached before a predicted termination; they join the start-state buffer
+        (first in, first out, ``rollouts_kept`` rounds)."""
+        device, reached, added = self.actor.mid.device, [], 0
+        while not reached or added < self.rollout_states:
+            rows = rng.integers(len(buffer), size=self.batch_size)
+            with torch.no_grad():
+                rollout = self.imagine(buffer.batch(rows, device).obs, self.rollout_horizon)
+            reached.append(torch.stack(rollout.states)[rollout.alive.bool()])  # [M, S]
+            added += len(reached[-1])
+        self.starts = torch.cat([self.starts, *reached])[-self.capacity :]
 
     # -- losses ------------------------------------------------------------------------------
 
@@ -280,7 +329,9 @@ class ActorCriticTrainer:
         with torch.no_grad():
             self._move_bounds(rollout)
             end_state, end_action = rollout.states[-1].detach(), rollout.actions[-1].detach()
-            terminal = self.target.clipped(self.target.members(end_state, end_action).min(0).values)
+            terminal = self.target.clipped(
+                self.target.pessimistic(self.target.members(end_state, end_action))
+            )
             rollout_detached = Imagined(
                 rollout.states,
                 rollout.actions,
@@ -289,7 +340,8 @@ class ActorCriticTrainer:
                 rollout.alive,
             )
             target = self._discounted(rollout_detached, terminal, first_entropy=False)
-        predicted = self.critic.members(rollout.states[0].detach(), rollout.actions[0].detach())
+        start, action = rollout.states[0].detach(), rollout.actions[0].detach()
+        predicted = self.critic.members(start, action, dropout=True)
         return ((predicted - target) ** 2).mean(1).sum()
 
     def _move_bounds(self, rollout: Imagined) -> None:
@@ -348,6 +400,7 @@ class ActorCriticTrainer:
             raise ConfigError("cannot train the actor-critic on an empty buffer")
         updates = math.ceil(self.updates_per_step * (len(buffer) - self.trained_on))
         self.trained_on = len(buffer)
+        self._fit_normalizers(buffer)
         self._new_optimizers()
         self.starts = self.starts[:0]
         self.refill_starts(buffer, rng)
@@ -375,6 +428,17 @@ class ActorCriticTrainer:
             alpha=self.alpha.item(),
             entropy=float(np.mean(entropies[-100:])),
         )
+
+    def _fit_normalizers(self, buffer: ReplayBuffer) -> None:
+        """Refit the actor's and the critics' observation statistics (where they have them)
+        to every observation in the buffer."""
+        norms = [m.obs_norm for m in (self.actor, self.critic, self.target)]
+        if all(norm is None for norm in norms):
+            return
+        observations = buffer.batch(np.arange(len(buffer)), self.actor.mid.device).obs
+        for norm in norms:
+            if norm is not None:
+                norm.fit(observations)
 
     def state_dict(self) -> dict:
         return {

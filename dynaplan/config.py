@@ -263,6 +263,17 @@ class PolicyConfig:
     hard_health: bool = False
     """actor-critic: pay the healthy bonus exactly while healthy, as the env does, instead of
     through the planners' soft health indicator (the rollouts' terminations carry the fall)."""
+    normalize_obs: bool = False
+    """actor-critic: the actor and the critics see observations standardised with the
+    buffer's statistics, refitted at each fit (DHMBPO does, with running statistics)."""
+    critic_layer_norm: bool = False
+    """actor-critic: DHMBPO's critics, a LayerNorm before every layer after the first and a
+    zero-initialised head."""
+    critic_dropout: float = 0.0
+    """actor-critic: dropout on the critics' hidden layers while they learn (DHMBPO: 0.001)."""
+    rollout_states: int = 0
+    """actor-critic: start states each distribution rollout adds at least, in batches of
+    batch_size rows (0: one batch; DHMBPO: 5120)."""
 
 
 @dataclass
@@ -546,6 +557,8 @@ def _check_actor_critic(config: TrainConfig) -> None:
         ("rollout_horizon", pi.rollout_horizon, pi.rollout_horizon > 0, "> 0"),
         ("rollout_every", pi.rollout_every, pi.rollout_every > 0, "> 0"),
         ("critics", pi.critics, pi.critics > 0, "> 0"),
+        ("critic_dropout", pi.critic_dropout, 0 <= pi.critic_dropout < 1, "in [0, 1)"),
+        ("rollout_states", pi.rollout_states, pi.rollout_states >= 0, ">= 0"),
     )
 
 

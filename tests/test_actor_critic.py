@@ -185,3 +185,69 @@ def test_the_loop_trains_an_actor_critic_that_resumes_and_evaluates_with_and_wit
 def test_bad_actor_critic_settings_are_config_errors(field, value, message):
     with pytest.raises(ConfigError, match=message):
         actor_critic_config().with_fields({field: value}).validate()
+
+
+def test_dhmbpo_critics_start_mid_range_drop_units_only_while_learning_and_pair_up():
+    torch.manual_seed(0)
+    critic = QEnsemble(2, 2, ensemble_size=5, hidden_size=16, layer_norm=True, dropout=0.5)
+    with torch.no_grad():
+        critic.q_low.fill_(-10.0)
+        critic.q_high.fill_(30.0)
+    obs, action = torch.randn(64, 2), torch.randn(64, 2)
+    assert torch.allclose(critic.members(obs, action), torch.full((5, 64), 10.0))
+    with torch.no_grad():
+        critic.head.weight.normal_()
+    plain = critic.members(obs, action)
+    assert torch.equal(plain, critic.members(obs, action))  # no dropout outside learning
+    assert not torch.equal(plain, critic.members(obs, action, dropout=True))
+    values = torch.arange(5.0)[:, None].repeat(1, 3)  # member i says i
+    pairs = torch.stack([critic.pessimistic(values) for _ in range(200)])
+    assert set(pairs[:, 0].tolist()) <= {0.0, 1.0, 2.0, 3.0} and len(set(pairs[:, 0].tolist())) > 1
+
+
+def test_normalised_observations_and_larger_distribution_rollouts():
+    model, buffer = point_mass_model_and_data()
+    torch.manual_seed(0)
+    actor = GaussianActor(2, -np.ones(2), np.ones(2), hidden_size=16, normalize_obs=True)
+    critic = QEnsemble(2, 2, hidden_size=16, normalize_obs=True)
+    trainer = ActorCriticTrainer(
+        actor,
+        critic,
+        model,
+        tasks.get(POINT_MASS_ID),
+        horizon=2,
+        batch_size=32,
+        updates_per_step=0.01,
+        critic_warmup=2,
+        rollout_horizon=3,
+        rollout_states=500,
+    )
+    trainer.fit(buffer, np.random.default_rng(0))
+    data = buffer.batch(np.arange(len(buffer)), "cpu").obs
+    for norm in (actor.obs_norm, critic.obs_norm, trainer.target.obs_norm):
+        assert torch.allclose(norm.mean, data.mean(0)) and torch.allclose(
+            norm.std, data.std(0, unbiased=False)
+        )
+    assert trainer.capacity == 10 * max(20 * 32, 500)
+    trainer.starts = trainer.starts[:0]
+    trainer.refill_starts(buffer, np.random.default_rng(1))
+    assert len(trainer.starts) >= 500
+
+
+def test_the_dhmbpo_settings_train_resume_and_load(tmp_path):
+    config = actor_critic_config().with_fields(
+        {
+            "policy.critics": 5,
+            "policy.num_layers": 3,
+            "policy.critic_layer_norm": True,
+            "policy.critic_dropout": 0.001,
+            "policy.normalize_obs": True,
+            "policy.rollout_states": 100,
+        }
+    )
+    run = tmp_path / "run"
+    loop.train(config.with_fields({"total_steps": 300}), run)
+    agent, _ = load_mpc_agent(run, device="cpu")
+    assert agent.policy.obs_norm is not None and agent.terminal_value.critic.ensemble_size == 5
+    assert agent.policy.obs_norm.std.ne(1).all()  # fitted, and saved with the actor
+    assert loop.resume(run, changes={"total_steps": 400}).metrics[-1]["env_steps"] == 400

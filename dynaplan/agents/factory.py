@@ -71,7 +71,16 @@ def build_mpc_agent(config: TrainConfig, env: gym.Env, device: torch.device) -> 
         value = build_value(config, obs_dim, task).to(device)
     elif isinstance(policy, GaussianActor):  # its soft value ends the plans
         p = config.policy
-        critic = QEnsemble(obs_dim, act_dim, p.critics, p.hidden_size, p.num_layers)
+        critic = QEnsemble(
+            obs_dim,
+            act_dim,
+            p.critics,
+            p.hidden_size,
+            p.num_layers,
+            normalize_obs=p.normalize_obs,
+            layer_norm=p.critic_layer_norm,
+            dropout=p.critic_dropout,
+        )
         value = SoftValue(critic, policy).to(device)
     planner = make_planner(
         config.planner,
@@ -117,14 +126,10 @@ def build_value(config: TrainConfig, obs_dim: int, task: Task) -> ValueEnsemble 
 def build_policy(config: TrainConfig, env: gym.Env) -> PolicyPrior | GaussianActor:
     """The (untrained) policy prior or actor that ``config.policy`` describes."""
     p = config.policy
-    kind = GaussianActor if p.kind == PolicyKind.ACTOR_CRITIC else PolicyPrior
-    return kind(
-        env.observation_space.shape[0],
-        env.action_space.low,
-        env.action_space.high,
-        p.hidden_size,
-        p.num_layers,
-    )
+    sizes = (env.observation_space.shape[0], env.action_space.low, env.action_space.high)
+    if p.kind == PolicyKind.ACTOR_CRITIC:
+        return GaussianActor(*sizes, p.hidden_size, p.num_layers, normalize_obs=p.normalize_obs)
+    return PolicyPrior(*sizes, p.hidden_size, p.num_layers)
 
 
 PLANNING_FIELDS = (
@@ -166,6 +171,7 @@ def build_policy_trainer(
             critic_warmup=pi.critic_warmup,
             rollout_horizon=pi.rollout_horizon,
             rollout_every=pi.rollout_every,
+            rollout_states=pi.rollout_states,
         )
     return PolicyTrainer(
         agent.policy,

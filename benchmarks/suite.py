@@ -35,7 +35,7 @@ SUITE = ROOT / "benchmarks" / "results" / "suite"
 ANCHORS = ROOT / "benchmarks" / "anchors" / "dhmbpo"
 BUDGETS = {
     "Hopper-v5": (50_000, 100_000),
-    "Walker2d-v5": (100_000,),
+    "Walker2d-v5": (50_000, 100_000),
     "HalfCheetah-v5": (100_000,),
     "Ant-v5": (200_000,),
     "Humanoid-v5": (100_000,),

@@ -270,6 +270,8 @@ def _details(summary: dict) -> str:
 def _cell(stats: dict | None) -> str:
     if not stats:
         return "–"
+    if stats["seeds"] == 1:
+        return f"{stats['iqm']:,.0f} (1 seed, no interval)"
     low, high = stats["ci95"]
     return f"{stats['iqm']:,.0f} [{low:,.0f}, {high:,.0f}] (n={stats['seeds']})"
 

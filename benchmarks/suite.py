@@ -288,7 +288,12 @@ def table(summary: dict) -> str:
         variants = sorted(entry["variants"], key=lambda name: (name != "default", name))
         for b in entry["budgets"]:
             anchors = [_cell(entry["anchors"][label][str(b)]) for label in ANCHOR_METHODS.values()]
-            for name in variants or ["–"]:
+            reached = [
+                name
+                for name in variants
+                if any(entry["variants"][name].get(f"{col}@{b}") for col in COLUMNS)
+            ]
+            for name in reached or ["–"]:  # a variant that never reached b has no row there
                 stats = entry["variants"].get(name, {})
                 lines.append(
                     f"| {env_id} {b // 1000}k | {name} | {_cell(stats.get(f'mpc@{b}'))} | "

@@ -1,4 +1,4 @@
-"""Regenerate the README's results table from the JSON files in benchmarks/results/.
+"""Regenerate docs/earlier-results.md's table from the JSON files in benchmarks/results/.
 
 python benchmarks/make_table.py
 """
@@ -338,7 +338,7 @@ def experiment_rows() -> list[str]:
 
 
 def main() -> None:
-    readme = ROOT / "README.md"
+    readme = ROOT / "docs" / "earlier-results.md"
     text = readme.read_text()
     head, rest = text.split(START)
     _, tail = rest.split(END)
